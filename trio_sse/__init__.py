@@ -1,0 +1,36 @@
+"""Server-Sent Events for trio.
+
+Events are built and validated once and encoded once (sans-IO); a keyed
+:class:`Broadcaster` fans them out to subscribers that each own a bounded trio
+memory channel; :class:`SseResponse` streams them over ASGI with a nursery
+that owns the stream's lifetime; :func:`serve` runs Hypercorn's trio worker
+inside your own nursery.
+
+Edges live in their own modules: :mod:`trio_sse.testing`,
+:mod:`trio_sse.client` and :mod:`trio_sse.redis`.
+"""
+
+from ._backend import Backend as Backend
+from ._backend import MemoryBackend as MemoryBackend
+from ._broadcast import Broadcaster as Broadcaster
+from ._broadcast import BroadcastStream as BroadcastStream
+from ._broadcast import LagPolicy as LagPolicy
+from ._broadcast import cast_events as cast_events
+from ._broadcast import chain as chain
+from ._broadcast import replay as replay
+from ._config import SseConfig as SseConfig
+from ._errors import ConfigError as ConfigError
+from ._errors import InvalidEvent as InvalidEvent
+from ._errors import Lagged as Lagged
+from ._errors import SseError as SseError
+from ._event import Event as Event
+from ._event import comment as comment
+from ._parser import EventParser as EventParser
+from ._parser import MessageEvent as MessageEvent
+from ._response import Sender as Sender
+from ._response import SseResponse as SseResponse
+from ._response import last_event_id as last_event_id
+from ._response import sse_channel as sse_channel
+from ._serve import serve as serve
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""Placeholder: replaced by the real module."""
+Backend: object = None
+MemoryBackend: object = None

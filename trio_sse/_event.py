@@ -1,0 +1,3 @@
+"""Placeholder: replaced by the real module."""
+Event: object = None
+comment: object = None

@@ -1,0 +1,3 @@
+"""Placeholder: replaced by the real module."""
+EventParser: object = None
+MessageEvent: object = None
