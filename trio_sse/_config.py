@@ -49,7 +49,6 @@ _KEYS: Mapping[str, str] = {
 }
 
 
-
 @attrs.frozen(kw_only=True)
 class SseConfig:
     """How every stream of a broadcaster (or one response) behaves.
@@ -107,7 +106,9 @@ class SseConfig:
         for key, value in section.items():
             field = _KEYS.get(key)
             if field is None:
-                known = ", ".join(sorted(k for k in _KEYS if k.endswith(("secs", "bytes"))))
+                known = ", ".join(
+                    sorted(k for k in _KEYS if k.endswith(("secs", "bytes")))
+                )
                 raise ConfigError(f"unknown SSE config key {key!r} (known: {known})")
             if field in fields:
                 raise ConfigError(f"SSE config key {key!r} given twice")

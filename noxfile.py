@@ -1,0 +1,45 @@
+"""Developer sessions: ``nox -s tests lint typecheck docs``; ``bench`` on demand."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite: real Hypercorn servers, redis-server, Chromium."""
+    session.install("-e", ".[test,client,redis,starlette,quart,websocket]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[client,redis,starlette,quart,websocket]", "mypy")
+    session.run("mypy", "--strict", "trio_sse")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx docs with warnings as errors."""
+    session.install("-e", ".[docs,client,redis,starlette,quart,websocket]")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the peers (not part of CI): prints a table, writes a plot."""
+    session.run("python", "benchmarks/run.py", *session.posargs, external=True)
