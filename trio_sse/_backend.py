@@ -1,3 +1,281 @@
-"""Placeholder: replaced by the real module."""
-Backend: object = None
-MemoryBackend: object = None
+"""The seam between a :class:`~trio_sse.Broadcaster` and where its items travel.
+
+A backend assigns event ids, keeps the history that ``Last-Event-ID`` replays
+from, and hands every item to the broadcaster's local subscribers through a
+:class:`LocalDelivery`. :class:`MemoryBackend` (the default) does all three in
+process; a network backend (Redis Streams) publishes to a server and delivers
+what its reader tasks read back, running those tasks in the nursery that
+``async with Broadcaster(...)`` opens.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+from typing import Generic, Protocol, TypeVar
+
+import attrs
+import trio
+
+from ._errors import ConfigError
+from ._event import Event
+
+__all__ = [
+    "Backend",
+    "LocalDelivery",
+    "MemoryBackend",
+    "Replay",
+    "parse_event_id",
+    "stamp",
+]
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
+T_contra = TypeVar("T_contra", contravariant=True)
+
+# "<int>-<int>": the memory backend's "<epoch>-<seq>" and Redis Stream ids.
+_ID = re.compile(r"([0-9]{1,40})-([0-9]{1,40})", re.ASCII)
+
+
+def parse_event_id(event_id: object) -> tuple[int, int] | None:
+    """Return ``event_id`` as a comparable ``(major, minor)`` pair, or ``None``.
+
+    Ids of the form ``"<int>-<int>"`` (the memory backend's
+    ``"<epoch>-<seq>"``, Redis Stream ids) order numerically by this pair,
+    never as strings: ``"5-10"`` comes after ``"5-9"``. Anything else
+    (another format, an over-long number, a non-``str``) gives ``None``.
+    """
+    if not isinstance(event_id, str):
+        return None
+    match = _ID.fullmatch(event_id)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2])
+
+
+def stamp(item: T, event_id: str) -> T:
+    """Return ``item`` with ``event_id`` attached if it is an id-less :class:`Event`.
+
+    Done once per published item, so every subscriber shares one
+    :class:`~trio_sse.Event` object and the broadcast encodes once. Any other
+    item (or an :class:`~trio_sse.Event` that has an id) is returned as is.
+    """
+    if isinstance(item, Event) and item.id is None:
+        return item.with_id(event_id)  # type: ignore[return-value]
+    return item
+
+
+@attrs.frozen
+class Replay(Generic[T]):
+    """What a backend retains for a key after a ``Last-Event-ID``."""
+
+    #: The retained ``(event_id, item)`` pairs after the id, oldest first.
+    items: Sequence[tuple[str, T]]
+    #: ``False`` when the id is unknown, malformed or older than what is
+    #: retained: items may be missing between the id and ``items``.
+    complete: bool
+
+
+class LocalDelivery(Protocol[K_contra, T_contra]):
+    """What a backend sees of its broadcaster: delivery to local subscribers."""
+
+    def deliver(self, key: K_contra, event_id: str, item: T_contra) -> int:
+        """Queue ``item`` for every local subscriber of ``key``; return how many.
+
+        Synchronous and never blocks: a subscriber that cannot take the item
+        lags according to its own policy.
+        """
+        ...
+
+
+class Backend(Protocol[K, T]):
+    """Id assignment, history and delivery behind a :class:`~trio_sse.Broadcaster`.
+
+    A backend serves one broadcaster, which calls :meth:`attach` once when it
+    is built. Ids must be ``"<int>-<int>"`` strings, strictly increasing per
+    key in the order :func:`parse_event_id` gives them.
+    """
+
+    def attach(self, local: LocalDelivery[K, T]) -> None:
+        """Remember where to deliver items; called once by the broadcaster."""
+        ...
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start background tasks (readers, reconnection) in ``nursery``.
+
+        Called when ``async with broadcaster:`` is entered; the nursery is
+        cancelled after :meth:`stop` when the block exits.
+        """
+        ...
+
+    async def stop(self) -> None:
+        """Flush and stop; called when ``async with broadcaster:`` exits."""
+        ...
+
+    def publish_nowait(self, key: K, item: T) -> tuple[str, int]:
+        """Publish without waiting; return ``(event_id, local subscribers)``.
+
+        :raises trio.WouldBlock: if this backend publishes over the network
+            (callers then use :meth:`publish`).
+        """
+        ...
+
+    async def publish(self, key: K, item: T) -> str:
+        """Publish ``item`` to ``key`` everywhere; return its event id."""
+        ...
+
+    def replay_nowait(self, key: K, last_event_id: str | None) -> Replay[T]:
+        """Return what is retained for ``key`` after ``last_event_id``.
+
+        :raises trio.WouldBlock: if reading the history needs I/O (callers
+            then use :meth:`replay`).
+        """
+        ...
+
+    async def replay(self, key: K, last_event_id: str | None) -> Replay[T]:
+        """Like :meth:`replay_nowait`, reading the history over the network."""
+        ...
+
+    def subscribed(self, key: K) -> None:
+        """``key`` gained its first local subscriber (start reading it)."""
+        ...
+
+    def unsubscribed(self, key: K) -> None:
+        """``key`` lost its last local subscriber (stop reading it)."""
+        ...
+
+    def forget(self, key: K) -> None:
+        """Drop what is retained for ``key`` (:meth:`Broadcaster.remove`)."""
+        ...
+
+
+def _new_epoch() -> int:
+    # Milliseconds since the Unix epoch, times a million, plus six random
+    # digits: later processes get larger epochs, and two broadcasters built
+    # in the same millisecond collide with probability one in a million.
+    return time.time_ns() // 1_000_000 * 1_000_000 + secrets.randbelow(1_000_000)
+
+
+class _History(Generic[T]):
+    """One key's bounded history: ``(seq, event_id, item)``, oldest first."""
+
+    __slots__ = ("entries", "floor")
+
+    def __init__(self, size: int) -> None:
+        self.entries: deque[tuple[int, str, T]] = deque(maxlen=size)
+        # The newest sequence number evicted (0: nothing evicted yet).
+        self.floor = 0
+
+    def append(self, seq: int, event_id: str, item: T) -> None:
+        entries = self.entries
+        if len(entries) == entries.maxlen:
+            self.floor = entries[0][0]
+        entries.append((seq, event_id, item))
+
+
+class MemoryBackend(Generic[K, T]):
+    """The in-process backend: ids ``"<epoch>-<seq>"``, history in a deque.
+
+    The epoch is chosen when the backend is built (time plus randomness), so
+    ids from an earlier process, or from another broadcaster, are never
+    mistaken for this one's. One sequence counts the items of every key, so a
+    key's ids keep increasing when it is dropped and created again (they are
+    strictly increasing per key, not contiguous).
+
+    With ``history > 0`` each key retains its last ``history`` items, also
+    while it has no subscriber (a reconnecting client gets them), until
+    :meth:`forget` drops them.
+
+    :param history: items retained per key for ``Last-Event-ID`` replay.
+    """
+
+    def __init__(self, history: int = 0) -> None:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ConfigError(f"history must be an integer >= 0, got {history!r}")
+        #: Items retained per key.
+        self.history = history
+        #: This backend's epoch, the first part of every id it assigns.
+        self.epoch = _new_epoch()
+        self._prefix = f"{self.epoch}-"
+        self._seq = 0
+        self._histories: dict[K, _History[T]] = {}
+        self._local: LocalDelivery[K, T] | None = None
+
+    def attach(self, local: LocalDelivery[K, T]) -> None:
+        """Deliver to ``local``; a backend serves a single broadcaster."""
+        if self._local is not None:
+            raise RuntimeError("this MemoryBackend already serves a Broadcaster")
+        self._local = local
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Nothing to start: the memory backend has no background task."""
+        await trio.lowlevel.checkpoint()
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+        await trio.lowlevel.checkpoint()
+
+    def publish_nowait(self, key: K, item: T) -> tuple[str, int]:
+        """Assign the next id, record the item in history and deliver it."""
+        local = self._local
+        if local is None:
+            raise RuntimeError("MemoryBackend is not attached to a Broadcaster")
+        self._seq = seq = self._seq + 1
+        event_id = self._prefix + str(seq)
+        if isinstance(item, Event) and item.id is None:
+            item = item.with_id(event_id)  # type: ignore[assignment]
+        if self.history:
+            history = self._histories.get(key)
+            if history is None:
+                history = self._histories[key] = _History(self.history)
+            history.append(seq, event_id, item)
+        return event_id, local.deliver(key, event_id, item)
+
+    async def publish(self, key: K, item: T) -> str:
+        """Like :meth:`publish_nowait`, as a checkpoint; return the id."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        event_id, _ = self.publish_nowait(key, item)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return event_id
+
+    def replay_nowait(self, key: K, last_event_id: str | None) -> Replay[T]:
+        """Return the retained items of ``key`` after ``last_event_id``.
+
+        Complete when no id is given, or when the id is one of this
+        backend's and nothing of ``key`` after it has been evicted. With
+        ``history == 0`` only the newest id issued is complete (nothing can
+        have been missed after it).
+        """
+        if last_event_id is None:
+            return Replay((), True)
+        parsed = parse_event_id(last_event_id)
+        if parsed is None or parsed[0] != self.epoch or parsed[1] > self._seq:
+            return Replay((), False)
+        after = parsed[1]
+        history = self._histories.get(key)
+        if history is None:
+            # With history, every item of a key is recorded, so a key with no
+            # history has had no item (or was forgotten on purpose).
+            floor = 0 if self.history else self._seq
+            return Replay((), after >= floor)
+        items = [(eid, item) for seq, eid, item in history.entries if seq > after]
+        return Replay(items, after >= history.floor)
+
+    async def replay(self, key: K, last_event_id: str | None) -> Replay[T]:
+        """Like :meth:`replay_nowait`, as a checkpoint."""
+        await trio.lowlevel.checkpoint()
+        return self.replay_nowait(key, last_event_id)
+
+    def subscribed(self, key: K) -> None:
+        """Nothing to do: items of every key are delivered locally."""
+
+    def unsubscribed(self, key: K) -> None:
+        """Nothing to do; the key's history stays for reconnecting clients."""
+
+    def forget(self, key: K) -> None:
+        """Drop the key's history."""
+        self._histories.pop(key, None)

@@ -1,7 +1,839 @@
-"""Placeholder: replaced by the real module."""
-Broadcaster: object = None
-BroadcastStream: object = None
-LagPolicy: object = None
-cast_events: object = None
-chain: object = None
-replay: object = None
+"""Keyed fan-out: :class:`Broadcaster`, :class:`BroadcastStream`, lag policies.
+
+Every subscriber owns a bounded trio memory channel of ``(event_id, item)``
+pairs. :meth:`Broadcaster.send` walks a key's channels calling
+``send_nowait``, so a stuck subscriber never blocks the publisher or the
+other subscribers; one that falls ``buffer`` items behind lags, and its lag
+policy decides what happens (only on that exceptional branch).
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections import deque
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+)
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from ._backend import Backend, MemoryBackend, Replay, parse_event_id
+from ._config import SseConfig
+from ._errors import ConfigError, Lagged, SseError
+from ._event import Event
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._response import Sender, SseResponse
+
+__all__ = [
+    "BroadcastStatistics",
+    "BroadcastStream",
+    "Broadcaster",
+    "KeyStatistics",
+    "LagPolicy",
+    "cast_events",
+    "chain",
+    "replay",
+]
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+U = TypeVar("U")
+
+_Pair = tuple[str, Any]
+
+
+class LagPolicy(enum.Enum):
+    """What a subscriber does when it falls ``buffer`` items behind.
+
+    Without a policy (the default), the oldest held items are dropped to make
+    room and the next ``__anext__`` raises :class:`~trio_sse.Lagged` once;
+    iterating again continues with the newest items.
+    """
+
+    #: End the stream after the items it holds, so the client reconnects
+    #: with ``Last-Event-ID`` and is replayed what it missed.
+    END = "end"
+    #: Drop the oldest held items so the subscriber keeps up with the newest;
+    #: :attr:`BroadcastStream.missed` counts them.
+    SKIP = "skip"
+
+
+@attrs.frozen
+class KeyStatistics:
+    """Counters of one key, since its first subscriber created it."""
+
+    #: Subscribers currently registered.
+    subscribers: int
+    #: Items delivered to the key's subscribers.
+    sent: int
+    #: Lag episodes: a subscriber fell ``buffer`` items behind.
+    lagged: int
+    #: Items the key's subscribers did not receive because they lagged.
+    missed: int
+
+
+@attrs.frozen
+class BroadcastStatistics(Generic[K]):
+    """A snapshot returned by :meth:`Broadcaster.stats`."""
+
+    #: Per-key counters of the keys that currently have subscribers.
+    keys: Mapping[K, KeyStatistics]
+    #: Subscribers currently registered, over all keys.
+    subscribers: int
+    #: Items published through this broadcaster, with or without subscribers.
+    published: int
+    #: Items delivered to keys with subscribers, over the broadcaster's life.
+    sent: int
+    #: Lag episodes over the broadcaster's life.
+    lagged: int
+    #: Items subscribers missed by lagging, over the broadcaster's life.
+    missed: int
+
+
+class _Topic:
+    """One key's subscribers (send channel -> subscription) and counters."""
+
+    __slots__ = ("ending", "lagged", "missed", "sent", "subs")
+
+    def __init__(self) -> None:
+        self.subs: dict[trio.MemorySendChannel[_Pair], _Subscription] = {}
+        # Subscribers ended by LagPolicy.END during the current delivery.
+        self.ending: list[_Subscription] = []
+        self.sent = 0
+        self.lagged = 0
+        self.missed = 0
+
+
+class _Subscription:
+    """The state one subscriber's stream views share."""
+
+    __slots__ = (
+        "broadcaster",
+        "closed",
+        "key",
+        "lagging",
+        "last_id",
+        "missed",
+        "pending_lag",
+        "pending_replay",
+        "policy",
+        "receive",
+        "registered",
+        "replay",
+        "replay_complete",
+        "send",
+        "skip_upto",
+    )
+
+    def __init__(
+        self,
+        broadcaster: Broadcaster[Any, Any],
+        key: Any,
+        send: trio.MemorySendChannel[_Pair],
+        receive: trio.MemoryReceiveChannel[_Pair],
+    ) -> None:
+        self.broadcaster = broadcaster
+        self.key = key
+        self.send = send
+        self.receive = receive
+        self.policy: LagPolicy | None = None
+        self.registered = True
+        self.closed = False
+        self.last_id: str | None = None
+        self.missed = 0
+        # Items dropped since the last Lagged was raised (no policy).
+        self.pending_lag = 0
+        # True from a drop until the subscriber next takes an item.
+        self.lagging = False
+        self.replay: deque[_Pair] = deque()
+        self.replay_complete = True
+        # A Last-Event-ID whose replay must still be read (async backends).
+        self.pending_replay: str | None = None
+        # Live items with an id up to this one were replayed already.
+        self.skip_upto: tuple[int, int] | None = None
+
+    def apply_replay(self, last_event_id: str, replay: Replay[Any]) -> None:
+        self.replay.extend(replay.items)
+        self.replay_complete = replay.complete
+        if replay.complete:
+            upto = parse_event_id(last_event_id)
+            if replay.items:
+                upto = parse_event_id(replay.items[-1][0]) or upto
+            self.skip_upto = upto
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.registered:
+            self.broadcaster._unregister(self)
+        self.send.close()
+        self.receive.close()
+        self.replay.clear()
+
+
+class BroadcastStream(AsyncIterator[T]):
+    """One subscriber of a :class:`Broadcaster` key.
+
+    An async iterator of the key's items and an async context manager whose
+    exit unsubscribes. Made by :meth:`Broadcaster.subscribe`; a stream made
+    by :meth:`cast_events` is a view of the same subscription.
+    """
+
+    def __init__(
+        self,
+        subscription: _Subscription,
+        *,
+        source: BroadcastStream[Any] | None = None,
+        fn: Callable[[Any], Event] | None = None,
+    ) -> None:
+        self._sub = subscription
+        self._source = source
+        self._fn = fn
+
+    @property
+    def key(self) -> Hashable:
+        """The key this stream subscribes to."""
+        key: Hashable = self._sub.key
+        return key
+
+    @property
+    def last_id(self) -> str | None:
+        """The event id of the item most recently yielded (``None`` before)."""
+        return self._sub.last_id
+
+    @property
+    def missed(self) -> int:
+        """How many items this subscriber did not receive because it lagged."""
+        return self._sub.missed
+
+    @property
+    def replay_complete(self) -> bool:
+        """Whether the replay after ``last_event_id`` has no gap.
+
+        ``True`` without a ``last_event_id``, or when the history covers it;
+        ``False`` when the id is unknown (another process, malformed) or older
+        than what is retained, in which case the stream starts with what is
+        retained, then live items. With a backend that reads its history over
+        the network, this is known once the stream is entered with
+        ``async with`` or first iterated.
+        """
+        return self._sub.replay_complete
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` (or :meth:`close`) was called or the stream ended."""
+        return self._sub.closed
+
+    def on_lag(self, policy: LagPolicy | None) -> Self:
+        """Set what happens when this subscriber lags; return the stream to use.
+
+        ``None`` restores the default: :class:`~trio_sse.Lagged` is raised.
+        """
+        if policy is not None and not isinstance(policy, LagPolicy):
+            raise TypeError(f"policy must be a LagPolicy or None, got {policy!r}")
+        self._sub.policy = policy
+        return self
+
+    def cast_events(self, fn: Callable[[T], Event]) -> BroadcastStream[Event]:
+        """Return a view of this subscription that maps items to events.
+
+        An event without an ``id`` gets the broadcaster's id of its item, so
+        a reconnecting client sends it back as ``Last-Event-ID``. ``fn`` runs
+        once per item per subscriber: to encode once per broadcast, send
+        :class:`~trio_sse.Event` items instead.
+        """
+        return BroadcastStream(self._sub, source=self, fn=fn)
+
+    def close(self) -> None:
+        """Unsubscribe at once (not a checkpoint); the stream then ends."""
+        self._sub.close()
+
+    async def aclose(self) -> None:
+        """Unsubscribe, then checkpoint; closes even in a cancelled task."""
+        self._sub.close()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        sub = self._sub
+        if sub.pending_replay is not None and not sub.closed:
+            await self._load_replay()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._sub.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._source is not None:
+            item = await self._source.__anext__()
+            return self._cast(item)  # type: ignore[return-value]
+        sub = self._sub
+        if sub.closed:
+            raise StopAsyncIteration
+        if sub.pending_replay is not None:
+            await self._load_replay()
+        if sub.replay:
+            await trio.lowlevel.checkpoint()
+            if sub.replay:
+                event_id, item = sub.replay.popleft()
+                sub.last_id = event_id
+                return item  # type: ignore[no-any-return]
+        if sub.pending_lag:
+            missed, sub.pending_lag = sub.pending_lag, 0
+            sub.lagging = False
+            raise Lagged(missed)
+        while True:
+            try:
+                event_id, item = await sub.receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                sub.close()
+                raise StopAsyncIteration from None
+            skip_upto = sub.skip_upto
+            if skip_upto is not None:
+                parsed = parse_event_id(event_id)
+                if parsed is not None and parsed <= skip_upto:
+                    continue
+                sub.skip_upto = None
+            sub.lagging = False
+            sub.last_id = event_id
+            return item  # type: ignore[no-any-return]
+
+    def _cast(self, item: Any) -> Event:
+        event = self._fn(item)  # type: ignore[misc]
+        if not isinstance(event, Event):
+            raise TypeError(
+                f"cast_events() function must return an Event, "
+                f"got {type(event).__name__}"
+            )
+        if event.id is None and self._sub.last_id is not None:
+            event = event.with_id(self._sub.last_id)
+        return event
+
+    async def _load_replay(self) -> None:
+        sub = self._sub
+        last_event_id = sub.pending_replay
+        if last_event_id is None:
+            return
+        replay = await sub.broadcaster._backend.replay(sub.key, last_event_id)
+        if sub.pending_replay is not None and not sub.closed:
+            sub.pending_replay = None
+            sub.apply_replay(last_event_id, replay)
+
+    def __del__(self) -> None:
+        # Safety net for a stream dropped without aclose(): only queue it;
+        # the broadcaster closes it at its next operation (a finalizer may run
+        # in the middle of a delivery, which must not see its dict change).
+        sub: _Subscription | None = getattr(self, "_sub", None)
+        if sub is None or self._source is not None or sub.closed:
+            return
+        if sub.registered:
+            sub.broadcaster._dead.append(sub)
+            warnings.warn(
+                f"BroadcastStream of key {sub.key!r} was not closed; "
+                "use 'async with' or aclose()",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
+    def __repr__(self) -> str:
+        sub = self._sub
+        state = "closed" if sub.closed else "open"
+        return f"<BroadcastStream key={sub.key!r} {state} last_id={sub.last_id!r}>"
+
+
+class Broadcaster(Generic[K, T]):
+    """Fan items out to every subscriber of a key.
+
+    One per domain concept (chat rooms, job progress, ...). Each subscriber
+    owns a trio memory channel of ``buffer`` items; one that falls ``buffer``
+    items behind lags (item ``buffer + 1`` is the first that does not fit).
+
+    :param buffer: each subscriber's channel size, an integer ``>= 1``.
+    :param config: the :class:`~trio_sse.SseConfig` of :meth:`response` and
+        :meth:`channel`.
+    :param history: items retained per key for ``Last-Event-ID`` replay by
+        the default :class:`~trio_sse.MemoryBackend`; another backend keeps
+        its own history.
+    :param backend: where items travel; the default is in process.
+        A network backend needs ``async with broadcaster:``, which runs its
+        tasks in a nursery.
+    """
+
+    def __init__(
+        self,
+        buffer: int = 128,
+        config: SseConfig | None = None,
+        *,
+        history: int = 0,
+        backend: Backend[K, T] | None = None,
+    ) -> None:
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            raise ConfigError(f"buffer must be an integer >= 1, got {buffer!r}")
+        if config is None:
+            config = SseConfig()
+        elif not isinstance(config, SseConfig):
+            raise ConfigError(f"config must be an SseConfig, got {config!r}")
+        if backend is None:
+            backend = MemoryBackend(history)
+        elif history:
+            raise ConfigError(
+                "history is a setting of the backend: pass it to the backend, "
+                "not to Broadcaster(backend=...)"
+            )
+        #: Each subscriber's channel size.
+        self.buffer = buffer
+        #: The settings of :meth:`response` and :meth:`channel`.
+        self.config = config
+        self._backend: Backend[K, T] = backend
+        self._topics: dict[K, _Topic] = {}
+        # Subscriptions whose stream was garbage collected unclosed.
+        self._dead: list[_Subscription] = []
+        self._published = 0
+        self._sent = 0
+        self._lagged = 0
+        self._missed = 0
+        self._running: (
+            tuple[AbstractAsyncContextManager[trio.Nursery], trio.Nursery] | None
+        ) = None
+        backend.attach(self)
+
+    @property
+    def backend(self) -> Backend[K, T]:
+        """The backend items travel through."""
+        return self._backend
+
+    # -- publishing ---------------------------------------------------------
+
+    def send(self, key: K, item: T) -> int:
+        """Queue ``item`` for every subscriber of ``key``; return how many.
+
+        Synchronous: never blocks, never awaits. The item gets the key's next
+        event id (an id-less :class:`~trio_sse.Event` gets it attached once,
+        so all subscribers share one event, encoded once). With no subscriber
+        it returns 0 and creates nothing (the item still goes into the
+        history, if any).
+
+        :raises SseError: if the backend publishes over the network; use
+            ``await broadcaster.publish(key, item)`` then.
+        """
+        try:
+            _, count = self._backend.publish_nowait(key, item)
+        except trio.WouldBlock:
+            raise SseError(
+                f"{type(self._backend).__name__} cannot publish synchronously; "
+                "use 'await broadcaster.publish(key, item)'"
+            ) from None
+        self._published += 1
+        return count
+
+    async def publish(self, key: K, item: T) -> str:
+        """Publish ``item`` to ``key`` through the backend; return its event id."""
+        event_id = await self._backend.publish(key, item)
+        self._published += 1
+        return event_id
+
+    def deliver(self, key: K, event_id: str, item: T) -> int:
+        """Queue an item the backend published for the local subscribers of ``key``.
+
+        The backend calls this; publishers call :meth:`send` or
+        :meth:`publish`. Returns how many subscribers it was queued for.
+        """
+        if self._dead:
+            self._reap()
+        topic = self._topics.get(key)
+        if topic is None:
+            return 0
+        pair = (event_id, item)
+        subs = topic.subs
+        # The hot path: one send_nowait per subscriber, nothing else.
+        for send in subs:
+            try:
+                send.send_nowait(pair)
+            except trio.WouldBlock:
+                self._overflow(topic, subs[send], pair)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                topic.ending.append(subs[send])
+        if topic.ending:
+            self._end(topic)
+        topic.sent += 1
+        self._sent += 1
+        return len(subs)
+
+    def _overflow(self, topic: _Topic, sub: _Subscription, pair: _Pair) -> None:
+        # The subscriber holds ``buffer`` unread items: this one is the first
+        # that does not fit, so it lags.
+        sub.missed += 1
+        topic.missed += 1
+        self._missed += 1
+        if not sub.lagging:
+            sub.lagging = True
+            topic.lagged += 1
+            self._lagged += 1
+        if sub.policy is LagPolicy.END:
+            topic.ending.append(sub)
+            return
+        # SKIP and the default drop the oldest item to make room.
+        sub.receive.receive_nowait()
+        sub.send.send_nowait(pair)
+        if sub.policy is None:
+            sub.pending_lag += 1
+
+    def _end(self, topic: _Topic) -> None:
+        # End subscribers after what they hold, outside the delivery loop.
+        for sub in topic.ending:
+            if sub.registered:
+                sub.send.close()
+                self._unregister(sub)
+        topic.ending.clear()
+
+    # -- subscribing --------------------------------------------------------
+
+    def subscribe(
+        self, key: K, *, last_event_id: str | None = None
+    ) -> BroadcastStream[T]:
+        """Register a subscriber of ``key`` at once and return its stream.
+
+        No item sent after this call is missed. With a ``last_event_id``, the
+        stream first yields the items the history retains after that id, then
+        live ones, with no gap and no duplicate; when the history cannot
+        cover the id, :attr:`BroadcastStream.replay_complete` is ``False``.
+        """
+        if self._dead:
+            self._reap()
+        send, receive = trio.open_memory_channel[_Pair](self.buffer)
+        sub = _Subscription(self, key, send, receive)
+        # Register first, then read the history: an item published in
+        # between is both in the history and in the channel, and the stream
+        # drops the second copy by its id.
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = _Topic()
+            topic.subs[send] = sub
+            self._backend.subscribed(key)
+        else:
+            topic.subs[send] = sub
+        stream: BroadcastStream[T] = BroadcastStream(sub)
+        if last_event_id is not None:
+            try:
+                replayed = self._backend.replay_nowait(key, last_event_id)
+            except trio.WouldBlock:
+                sub.pending_replay = last_event_id
+                sub.replay_complete = False
+            else:
+                sub.apply_replay(last_event_id, replayed)
+        return stream
+
+    def _unregister(self, sub: _Subscription) -> None:
+        sub.registered = False
+        topic = self._topics.get(sub.key)
+        if topic is None or topic.subs.pop(sub.send, None) is None:
+            return
+        if not topic.subs:
+            del self._topics[sub.key]
+            self._backend.unsubscribed(sub.key)
+
+    def _reap(self) -> None:
+        while self._dead:
+            self._dead.pop().close()
+
+    # -- keys ---------------------------------------------------------------
+
+    def subscriber_count(self, key: K) -> int:
+        """How many subscribers ``key`` has now."""
+        if self._dead:
+            self._reap()
+        topic = self._topics.get(key)
+        return 0 if topic is None else len(topic.subs)
+
+    def keys(self) -> list[K]:
+        """The keys that have subscribers now."""
+        if self._dead:
+            self._reap()
+        return list(self._topics)
+
+    def remove(self, key: K) -> int:
+        """End every subscriber of ``key`` and forget its history.
+
+        Each stream ends after the items it holds. Returns how many
+        subscribers were ended.
+        """
+        if self._dead:
+            self._reap()
+        self._backend.forget(key)
+        topic = self._topics.get(key)
+        if topic is None:
+            return 0
+        subs = list(topic.subs.values())
+        for sub in subs:
+            sub.send.close()
+            self._unregister(sub)
+        return len(subs)
+
+    def stats(self) -> BroadcastStatistics[K]:
+        """Return a snapshot of the broadcaster's counters."""
+        if self._dead:
+            self._reap()
+        keys = {
+            key: KeyStatistics(
+                subscribers=len(topic.subs),
+                sent=topic.sent,
+                lagged=topic.lagged,
+                missed=topic.missed,
+            )
+            for key, topic in self._topics.items()
+        }
+        return BroadcastStatistics(
+            keys=keys,
+            subscribers=sum(s.subscribers for s in keys.values()),
+            published=self._published,
+            sent=self._sent,
+            lagged=self._lagged,
+            missed=self._missed,
+        )
+
+    # -- responses ----------------------------------------------------------
+
+    def response(self, stream: AsyncIterable[Any]) -> SseResponse:
+        """Return an ``SseResponse`` streaming ``stream`` with :attr:`config`.
+
+        ``str`` items become ``Event(data=item)``; :class:`~trio_sse.Event`
+        items without an id get the id of their item when ``stream`` knows it
+        (a :class:`BroadcastStream`). Other items raise :class:`TypeError`:
+        map them with ``stream.cast_events(fn)`` first.
+        """
+        from ._response import SseResponse
+
+        return SseResponse(_EventsOf(stream), config=self.config)
+
+    def channel(self, fn: Callable[[Sender], Awaitable[None]]) -> SseResponse:
+        """Return ``sse_channel(fn)`` with :attr:`config`: ``fn(tx)`` sends events."""
+        from ._response import sse_channel
+
+        return sse_channel(fn, config=self.config)
+
+    # -- lifetime -----------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._running is not None:
+            raise RuntimeError("this Broadcaster is already running")
+        manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
+        try:
+            await self._backend.start(nursery)
+        except BaseException as exc:
+            nursery.cancel_scope.cancel()
+            await manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._running = (manager, nursery)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._running is None:
+            raise RuntimeError("this Broadcaster is not running")
+        manager, nursery = self._running
+        try:
+            await self._backend.stop()
+        finally:
+            self._running = None
+            for key in list(self._topics):
+                topic = self._topics[key]
+                for sub in list(topic.subs.values()):
+                    sub.send.close()
+                    self._unregister(sub)
+            nursery.cancel_scope.cancel()
+            await manager.__aexit__(None, None, None)
+
+
+# -- helpers for any async iterable ------------------------------------------
+
+
+async def _aclose(obj: object) -> None:
+    aclose = getattr(obj, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class _Closing(AsyncIterator[T]):
+    """An async iterator that is also an async context manager."""
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def aclose(self) -> None:
+        """Close the underlying iterables."""
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _Replay(_Closing[T]):
+    def __init__(self, items: Iterable[T]) -> None:
+        self._items = deque(items)
+
+    async def __anext__(self) -> T:
+        await trio.lowlevel.checkpoint()
+        if not self._items:
+            raise StopAsyncIteration
+        return self._items.popleft()
+
+    async def aclose(self) -> None:
+        self._items.clear()
+        await trio.lowlevel.checkpoint()
+
+
+def replay(items: Iterable[T]) -> AsyncIterator[T]:
+    """Return an async stream of ``items`` (copied at once), for example a snapshot.
+
+    Chain it before a live stream: ``chain(replay(snapshot), stream)``.
+    """
+    return _Replay(items)
+
+
+class _Mapped(_Closing[Event]):
+    def __init__(self, source: AsyncIterable[Any], fn: Callable[[Any], Event]):
+        self._source = source
+        self._iterator = aiter(source)
+        self._fn = fn
+
+    @property
+    def last_id(self) -> str | None:
+        return getattr(self._source, "last_id", None)
+
+    async def __anext__(self) -> Event:
+        event = self._fn(await self._iterator.__anext__())
+        if not isinstance(event, Event):
+            raise TypeError(
+                f"cast_events() function must return an Event, "
+                f"got {type(event).__name__}"
+            )
+        if event.id is None:
+            last_id = self.last_id
+            if last_id is not None:
+                event = event.with_id(last_id)
+        return event
+
+    async def aclose(self) -> None:
+        await _aclose(self._source)
+
+
+def cast_events(
+    aiterable: AsyncIterable[U], fn: Callable[[U], Event]
+) -> AsyncIterator[Event]:
+    """Map the items of any async iterable to events with ``fn``.
+
+    For a :class:`BroadcastStream` this is :meth:`BroadcastStream.cast_events`.
+    An event without an ``id`` gets the source's ``last_id`` when it has
+    one. The result is also an async context manager whose ``aclose()``
+    closes the source.
+    """
+    if isinstance(aiterable, BroadcastStream):
+        return aiterable.cast_events(fn)
+    return _Mapped(aiterable, fn)
+
+
+class _Chain(_Closing[Any]):
+    def __init__(self, parts: tuple[AsyncIterable[Any], ...]) -> None:
+        self._parts = deque(parts)
+        self._current: AsyncIterator[Any] | None = None
+
+    @property
+    def last_id(self) -> str | None:
+        return getattr(self._current, "last_id", None)
+
+    async def __anext__(self) -> Any:
+        while True:
+            if self._current is None:
+                if not self._parts:
+                    raise StopAsyncIteration
+                self._current = aiter(self._parts.popleft())
+            try:
+                return await self._current.__anext__()
+            except StopAsyncIteration:
+                done, self._current = self._current, None
+                await _aclose(done)
+
+    async def aclose(self) -> None:
+        parts: list[object] = [self._current, *self._parts]
+        self._current = None
+        self._parts.clear()
+        for part in parts:
+            if part is not None:
+                await _aclose(part)
+
+
+def chain(*aiterables: AsyncIterable[T]) -> AsyncIterator[T]:
+    """Yield every item of each async iterable in turn.
+
+    The result is also an async context manager; ``aclose()`` closes every
+    part, consumed or not.
+    """
+    return _Chain(aiterables)
+
+
+class _EventsOf(_Closing[Event]):
+    """What :meth:`Broadcaster.response` streams: items checked and made events."""
+
+    def __init__(self, source: AsyncIterable[Any]) -> None:
+        self._source = source
+        self._iterator = aiter(source)
+
+    @property
+    def last_id(self) -> str | None:
+        return getattr(self._source, "last_id", None)
+
+    async def __anext__(self) -> Event:
+        item = await self._iterator.__anext__()
+        if isinstance(item, Event):
+            event = item
+        elif isinstance(item, str):
+            event = Event(item)
+        else:
+            raise TypeError(
+                f"Broadcaster.response() streams Event or str items, got "
+                f"{type(item).__name__}; map items with stream.cast_events(fn)"
+            )
+        if event.id is None:
+            last_id = self.last_id
+            if last_id is not None:
+                event = event.with_id(last_id)
+        return event
+
+    async def aclose(self) -> None:
+        await _aclose(self._source)
