@@ -73,7 +73,8 @@ def stamp(item: T, event_id: str) -> T:
 class Replay(Generic[T]):
     """What a backend retains for a key after a ``Last-Event-ID``."""
 
-    #: The retained ``(event_id, item)`` pairs after the id, oldest first.
+    #: The retained ``(event_id, item)`` pairs after the id, oldest first
+    #: (ignored when the replay is not complete).
     items: Sequence[tuple[str, T]]
     #: ``False`` when the id is unknown, malformed or older than what is
     #: retained: items may be missing between the id and ``items``.
@@ -262,8 +263,9 @@ class MemoryBackend(Generic[K, T]):
             # history has had no item (or was forgotten on purpose).
             floor = 0 if self.history else self._seq
             return Replay((), after >= floor)
-        items = [(eid, item) for seq, eid, item in history.entries if seq > after]
-        return Replay(items, after >= history.floor)
+        if after < history.floor:
+            return Replay((), False)
+        return Replay([(e, i) for s, e, i in history.entries if s > after], True)
 
     async def replay(self, key: K, last_event_id: str | None) -> Replay[T]:
         """Like :meth:`replay_nowait`, as a checkpoint."""

@@ -167,9 +167,11 @@ class _Subscription:
         self.skip_upto: tuple[int, int] | None = None
 
     def apply_replay(self, last_event_id: str, replay: Replay[Any]) -> None:
-        self.replay.extend(replay.items)
+        # An incomplete replay starts the stream live: the application sends
+        # its own snapshot, which retained items would only duplicate.
         self.replay_complete = replay.complete
         if replay.complete:
+            self.replay.extend(replay.items)
             upto = parse_event_id(last_event_id)
             if replay.items:
                 upto = parse_event_id(replay.items[-1][0]) or upto
@@ -225,10 +227,11 @@ class BroadcastStream(AsyncIterator[T]):
     def replay_complete(self) -> bool:
         """Whether the replay after ``last_event_id`` has no gap.
 
-        ``True`` without a ``last_event_id``, or when the history covers it;
-        ``False`` when the id is unknown (another process, malformed) or older
-        than what is retained, in which case the stream starts with what is
-        retained, then live items. With a backend that reads its history over
+        ``True`` without a ``last_event_id``, or when the history covers it
+        (the stream first yields the retained items after the id). ``False``
+        when the id is unknown (another process, malformed) or older than
+        what is retained: the stream then starts live, and the application
+        may send a snapshot first. With a backend that reads its history over
         the network, this is known once the stream is entered with
         ``async with`` or first iterated.
         """
