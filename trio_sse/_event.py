@@ -28,6 +28,9 @@ _CR_OR_CRLF = re.compile(r"\r\n?")
 # Lone surrogates cannot be encoded as UTF-8.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
+# Compact JSON for Event.json (an encoder holds only its settings).
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 _CHAR_NAMES = {"\n": "LF", "\r": "CR", "\0": "NUL"}
 
 
@@ -131,14 +134,20 @@ class Event:
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.data is not None:
-            _check_text("data", self.data)
-        if self.id is not None:
-            _check_text("id", self.id)
-            _forbid("id", self.id, "\n\r\0")
-        if self.event is not None:
-            _check_text("event", self.event)
-            _forbid("event", self.event, "\n\r")
+        # Fast paths first: this runs for every event a program sends.
+        data, id, event = self.data, self.id, self.event
+        if data is not None and not (type(data) is str and data.isascii()):
+            _check_text("data", data)
+        if id is not None:
+            if not (type(id) is str and id.isascii()):
+                _check_text("id", id)
+            if "\n" in id or "\r" in id or "\0" in id:
+                _forbid("id", id, "\n\r\0")
+        if event is not None:
+            if not (type(event) is str and event.isascii()):
+                _check_text("event", event)
+            if "\n" in event or "\r" in event:
+                _forbid("event", event, "\n\r")
         if self.retry is not None:
             retry_ms(self.retry)
         if self.comment is not None:
@@ -155,9 +164,7 @@ class Event:
         :mod:`json` cannot serialise raises :class:`TypeError`.
         """
         try:
-            data = json.dumps(
-                obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            )
+            data = _JSON.encode(obj)
         except ValueError as exc:
             raise InvalidEvent(f"Event data is not JSON: {exc}") from exc
         return cls(data, **fields)
