@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -18,7 +18,14 @@ import pytest
 import trio
 from conftest import serve_app
 
-from trio_sse import Event, MessageEvent
+from trio_sse import (
+    Broadcaster,
+    BroadcastStream,
+    Event,
+    MessageEvent,
+    SseConfig,
+    last_event_id,
+)
 from trio_sse.client import (
     EventSourceError,
     NetworkError,
@@ -247,3 +254,71 @@ async def test_cancelling_a_reader_disconnects_from_the_server() -> None:
                 await got_one.wait()
                 nursery.cancel_scope.cancel()
             await app.finished.wait()
+
+
+@attrs.define(eq=False)
+class BroadcastApp:
+    """Streams a Broadcaster key, resuming from Last-Event-ID; the first
+    response ends after ``first_limit`` items (the server drops the stream).
+    """
+
+    first_limit: int
+    broadcaster: Broadcaster[str, str] = attrs.Factory(
+        lambda: Broadcaster(history=100, config=SseConfig(retry=0.05))
+    )
+    subscribed: list[trio.Event] = attrs.Factory(lambda: [trio.Event(), trio.Event()])
+    first_ended: trio.Event = attrs.Factory(trio.Event)
+    resumed_from: list[str | None] = attrs.Factory(list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        resume = last_event_id(scope)
+        number = len(self.resumed_from)
+        self.resumed_from.append(resume)
+        stream = self.broadcaster.subscribe("k", last_event_id=resume).cast_events(
+            Event
+        )
+        self.subscribed[min(number, 1)].set()
+        if number == 0:
+            await self.broadcaster.response(self._limited(stream))(scope, receive, send)
+        else:
+            await self.broadcaster.response(stream)(scope, receive, send)
+
+    async def _limited(self, stream: BroadcastStream[Event]) -> AsyncIterator[Event]:
+        try:
+            async with stream:
+                for _ in range(self.first_limit):
+                    yield await stream.__anext__()
+        finally:
+            self.first_ended.set()
+
+
+async def test_reconnect_replays_from_broadcaster_history_without_gap() -> None:
+    app = BroadcastApp(first_limit=3)
+    bc = app.broadcaster
+    ids: list[str] = []
+
+    async def publisher() -> None:
+        await app.subscribed[0].wait()
+        ids.extend([await bc.publish("k", f"item {n}") for n in range(1, 6)])
+        await app.first_ended.wait()
+        # Published while the client is away: only the history has them.
+        ids.extend([await bc.publish("k", f"item {n}") for n in range(6, 9)])
+        await app.subscribed[1].wait()
+        ids.extend([await bc.publish("k", f"item {n}") for n in range(9, 11)])
+
+    with trio.fail_after(LIMIT):
+        async with serve_app(app) as url, trio.open_nursery() as nursery:
+            nursery.start_soon(publisher)
+            received: list[MessageEvent] = []
+            async with open_event_source(url) as source:
+                async for event in source:
+                    received.append(event)
+                    if event.data == "item 10":
+                        break
+                assert source.reconnects == 1
+                assert source.retry == 0.05
+    assert [e.data for e in received] == [f"item {n}" for n in range(1, 11)]
+    assert [e.last_event_id for e in received] == ids
+    assert app.resumed_from == [None, ids[2]]
