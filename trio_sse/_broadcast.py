@@ -289,39 +289,83 @@ class BroadcastStream(AsyncIterator[T]):
         return self
 
     async def __anext__(self) -> T:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def receive_nowait(self) -> T:
+        """Return the next item if one is held now, else raise :exc:`trio.WouldBlock`.
+
+        :raises trio.EndOfChannel: when the stream has ended or was closed.
+        :raises ~trio_sse.Lagged: once after a lag, without a lag policy.
+        """
         if self._source is not None:
-            item = await self._source.__anext__()
-            return self._cast(item)  # type: ignore[return-value]
+            return self._cast(self._source.receive_nowait())  # type: ignore[return-value]
         sub = self._sub
         if sub.closed:
-            raise StopAsyncIteration
+            raise trio.EndOfChannel
         if sub.pending_replay is not None:
-            await self._load_replay()
+            raise trio.WouldBlock
         if sub.replay:
-            await trio.lowlevel.checkpoint()
-            if sub.replay:
-                event_id, item = sub.replay.popleft()
-                sub.last_id = event_id
-                return item  # type: ignore[no-any-return]
+            event_id, item = sub.replay.popleft()
+            sub.last_id = event_id
+            return item  # type: ignore[no-any-return]
         if sub.pending_lag:
             missed, sub.pending_lag = sub.pending_lag, 0
             sub.lagging = False
             raise Lagged(missed)
         while True:
             try:
-                event_id, item = await sub.receive.receive()
+                pair = sub.receive.receive_nowait()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 sub.close()
-                raise StopAsyncIteration from None
-            skip_upto = sub.skip_upto
-            if skip_upto is not None:
-                parsed = parse_event_id(event_id)
-                if parsed is not None and parsed <= skip_upto:
-                    continue
-                sub.skip_upto = None
-            sub.lagging = False
-            sub.last_id = event_id
-            return item  # type: ignore[no-any-return]
+                raise trio.EndOfChannel from None
+            if sub.skip_upto is None or self._is_new(pair[0]):
+                return self._take(pair)
+
+    async def receive(self) -> T:
+        """Return the next item, waiting for one (trio channel style).
+
+        :raises trio.EndOfChannel: when the stream has ended or was closed.
+        :raises ~trio_sse.Lagged: once after a lag, without a lag policy.
+        """
+        if self._source is not None:
+            return self._cast(await self._source.receive())  # type: ignore[return-value]
+        sub = self._sub
+        if sub.pending_replay is not None and not sub.closed:
+            await self._load_replay()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            item = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return item
+        while True:
+            try:
+                pair = await sub.receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                sub.close()
+                raise trio.EndOfChannel from None
+            if sub.skip_upto is None or self._is_new(pair[0]):
+                return self._take(pair)
+
+    def _is_new(self, event_id: str) -> bool:
+        # Live items up to the last replayed id were yielded by the replay.
+        upto = self._sub.skip_upto
+        parsed = parse_event_id(event_id)
+        if parsed is not None and upto is not None and parsed <= upto:
+            return False
+        self._sub.skip_upto = None
+        return True
+
+    def _take(self, pair: _Pair) -> T:
+        sub = self._sub
+        sub.lagging = False
+        sub.last_id = pair[0]
+        return pair[1]  # type: ignore[no-any-return]
 
     def _cast(self, item: Any) -> Event:
         event = self._fn(item)  # type: ignore[misc]
@@ -624,12 +668,19 @@ class Broadcaster(Generic[K, T]):
 
         ``str`` items become ``Event(data=item)``; :class:`~trio_sse.Event`
         items without an id get the id of their item when ``stream`` knows it
-        (a :class:`BroadcastStream`). Other items raise :class:`TypeError`:
-        map them with ``stream.cast_events(fn)`` first.
+        (a :class:`BroadcastStream`, or a :func:`chain` ending in one). Other
+        items raise :class:`TypeError`: map them with
+        ``stream.cast_events(fn)`` first. A lag without a lag policy ends the
+        response, as :attr:`LagPolicy.END` does, so the client reconnects
+        with ``Last-Event-ID``. The response closes ``stream`` when it ends.
         """
         from ._response import SseResponse
 
-        return SseResponse(_EventsOf(stream), config=self.config)
+        if isinstance(stream, BroadcastStream):
+            events: _EventsOf = _StreamEventsOf(stream)
+        else:
+            events = _EventsOf(stream)
+        return SseResponse(events, config=self.config)
 
     def channel(self, fn: Callable[[Sender], Awaitable[None]]) -> SseResponse:
         """Return ``sse_channel(fn)`` with :attr:`config`: ``fn(tx)`` sends events."""
@@ -821,8 +872,7 @@ class _EventsOf(_Closing[Event]):
     def last_id(self) -> str | None:
         return getattr(self._source, "last_id", None)
 
-    async def __anext__(self) -> Event:
-        item = await self._iterator.__anext__()
+    def _event(self, item: object) -> Event:
         if isinstance(item, Event):
             event = item
         elif isinstance(item, str):
@@ -838,5 +888,41 @@ class _EventsOf(_Closing[Event]):
                 event = event.with_id(last_id)
         return event
 
+    async def __anext__(self) -> Event:
+        try:
+            item = await self._iterator.__anext__()
+        except Lagged:
+            # A response ends on a lag, so the client reconnects with
+            # Last-Event-ID and is replayed what the history holds.
+            await self.aclose()
+            raise StopAsyncIteration from None
+        return self._event(item)
+
     async def aclose(self) -> None:
         await _aclose(self._source)
+
+
+class _StreamEventsOf(_EventsOf):
+    """:class:`_EventsOf` a :class:`BroadcastStream`, readable like a channel.
+
+    A response can take the events that are ready with :meth:`receive_nowait`
+    (and coalesce them) without a task in between.
+    """
+
+    _source: BroadcastStream[Any]
+
+    def receive_nowait(self) -> Event:
+        try:
+            item = self._source.receive_nowait()
+        except Lagged:
+            self._source.close()
+            raise trio.EndOfChannel from None
+        return self._event(item)
+
+    async def receive(self) -> Event:
+        try:
+            item = await self._source.receive()
+        except Lagged:
+            self._source.close()
+            raise trio.EndOfChannel from None
+        return self._event(item)
