@@ -1,0 +1,190 @@
+"""A live metrics dashboard: the server measures itself and streams the numbers.
+
+Run ``python examples/dashboard.py`` and open http://127.0.0.1:8000/.
+
+A sampler task measures this very process a few times a second (CPU time,
+resident memory, open file descriptors, trio tasks, events delivered per
+second, connected clients) and publishes each sample to every dashboard
+through a :class:`trio_sse.Broadcaster`. Dashboards subscribe with the SKIP
+lag policy: a browser that falls behind skips to the newest sample instead
+of replaying stale ones. A newly opened page first gets the recent samples
+(``replay`` chained before the live stream), so its charts start full.
+
+The page's buttons add in-process subscribers to a 20 Hz ticker for 30
+seconds, to watch fan-out push the events/s curve and the task count up.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import resource
+import sys
+import time
+from typing import Any
+
+import trio
+from _router import App, Request, json_response, page, response, run
+
+from trio_sse import Broadcaster, Event, LagPolicy, SseConfig, chain, replay
+
+HISTORY = 120
+MAX_LOAD_SUBSCRIBERS = 5_000
+LOAD_SECONDS = 30.0
+
+
+def count_tasks() -> int:
+    """How many trio tasks this run has right now."""
+    count = 0
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return count
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (current on Linux, peak elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class Dashboard:
+    """The metrics broadcaster, the ticker that loads it, and their tasks."""
+
+    def __init__(self, *, interval: float, tick_rate: float) -> None:
+        self.interval = interval
+        self.tick_rate = tick_rate
+        #: Samples for the dashboards; a small buffer, the SKIP policy.
+        self.metrics: Broadcaster[str, Event] = Broadcaster(
+            buffer=8, config=SseConfig(keep_alive=10.0, retry=2.0)
+        )
+        #: Ticks for the synthetic load subscribers.
+        self.ticks: Broadcaster[str, float] = Broadcaster(buffer=64)
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=HISTORY
+        )
+        self.load_nursery: trio.Nursery | None = None
+        #: Events queued for subscribers (one per subscriber per item).
+        self.delivered = 0
+        self.started = time.time()
+
+    def sample(self, previous: dict[str, float]) -> dict[str, Any]:
+        """Measure the process; *previous* carries the counters between calls."""
+        now = trio.current_time()
+        cpu = cpu_seconds()
+        sent = self.delivered
+        dt = now - previous.get("now", now)
+        cpu_pct = 100.0 * (cpu - previous.get("cpu", cpu)) / dt if dt > 0 else 0.0
+        rate = (sent - previous.get("sent", sent)) / dt if dt > 0 else 0.0
+        previous.update(now=now, cpu=cpu, sent=sent)
+        return {
+            "t": round(time.time() * 1000),
+            "cpu": round(cpu_pct, 1),
+            "rss_mb": round(rss_bytes() / 2**20, 1),
+            "events_per_s": round(rate),
+            "clients": self.metrics.subscriber_count("metrics"),
+            "load_subscribers": self.ticks.subscriber_count("ticks"),
+            "tasks": count_tasks(),
+            "fds": open_fds(),
+            "skipped": self.metrics.stats().missed,
+            "uptime_s": round(time.time() - self.started),
+            "pid": os.getpid(),
+        }
+
+    async def sampler(self) -> None:
+        previous: dict[str, float] = {}
+        while True:
+            sample = self.sample(previous)
+            self.recent.append(sample)
+            # Encoded once here, whatever the number of dashboards.
+            event = Event.json(sample, event="metrics")
+            self.delivered += self.metrics.send("metrics", event)
+            await trio.sleep(self.interval)
+
+    async def ticker(self) -> None:
+        value = 100.0
+        while True:
+            value = max(1.0, value + random.gauss(0, 1))
+            self.delivered += self.ticks.send("ticks", value)
+            await trio.sleep(1 / self.tick_rate)
+
+    async def load_owner(self) -> None:
+        """Owns the synthetic subscribers' tasks."""
+        async with trio.open_nursery() as nursery:
+            self.load_nursery = nursery
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.load_nursery = None
+
+    async def load_subscriber(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            async with self.ticks.subscribe("ticks").on_lag(LagPolicy.SKIP) as stream:
+                async for _ in stream:
+                    pass
+
+
+def make_app(*, interval: float = 0.5, tick_rate: float = 20.0) -> App:
+    """The dashboard application; *interval* is the sampling period (seconds)."""
+    dash = Dashboard(interval=interval, tick_rate=tick_rate)
+    app = App()
+    app.state["dashboard"] = dash
+    app.background(dash.sampler)
+    app.background(dash.ticker)
+    app.background(dash.load_owner)
+
+    @app.route("GET", "/")
+    async def index(request: Request) -> Any:
+        return page("dashboard.html", interval_ms=str(round(interval * 1000)))
+
+    @app.route("GET", "/metrics/events")
+    async def events(request: Request) -> Any:
+        # Subscribe first (nothing published after this line is missed), then
+        # send the recent samples ahead of the live ones.
+        live = dash.metrics.subscribe("metrics").on_lag(LagPolicy.SKIP)
+        backlog = Event.json(list(dash.recent), event="history")
+        return dash.metrics.response(chain(replay([backlog]), live))
+
+    @app.route("POST", "/load")
+    async def add_load(request: Request) -> Any:
+        try:
+            count = int((await request.form()).get("n", "100"))
+        except ValueError:
+            return response("n must be an integer", status=400)
+        room = MAX_LOAD_SUBSCRIBERS - dash.ticks.subscriber_count("ticks")
+        count = max(0, min(count, room))
+        if dash.load_nursery is None:
+            return response("not running", status=503)
+        for _ in range(count):
+            dash.load_nursery.start_soon(dash.load_subscriber, LOAD_SECONDS)
+        return json_response({"added": count, "seconds": LOAD_SECONDS})
+
+    return app
+
+
+app = make_app()
+
+if __name__ == "__main__":
+    run(app, "trio_sse dashboard")

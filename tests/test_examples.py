@@ -1,0 +1,326 @@
+"""The examples, driven in memory (the demo also over a real server)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import trio
+
+from trio_sse.testing import open_stream, request
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def load(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """Import ``examples/<name>.py`` (it imports ``_router`` from its folder)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(
+            f"example_{name}", EXAMPLES / f"{name}.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+async def next_event(stream: Any, name: str | None = None) -> Any:
+    """The next event (of type *name*, skipping others)."""
+    async for event in stream:
+        if name is None or event.type == name:
+            return event
+    raise AssertionError("the stream ended")
+
+
+# -- every example --------------------------------------------------------------
+
+NAMES = ["chat", "notifications", "health", "dashboard", "htmx"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_index_page_is_served_and_works_offline(load: Any, name: str) -> None:
+    app = load(name).make_app()
+    response = await request(app, "GET", "/")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.body.decode()
+    assert "<title>trio_sse" in page
+    # No CDN: every script and stylesheet comes from this server.
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    for path in re.findall(r"""src=["'](/static/[^"']+)""", page):
+        assert (await request(app, "GET", path)).status == 200
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_module_app_is_importable_without_serving(load: Any, name: str) -> None:
+    module = load(name)
+    assert callable(module.app)
+    assert callable(module.make_app)
+
+
+async def test_router_answers_404_405_and_static(load: Any) -> None:
+    app = load("chat").make_app()
+    assert (await request(app, "GET", "/nowhere")).status == 404
+    wrong = await request(app, "GET", "/rooms/lobby/messages")
+    assert wrong.status == 405
+    assert wrong.headers["allow"] == "POST"
+    js = await request(app, "GET", "/static/htmx.min.js")
+    assert js.status == 200
+    assert "javascript" in js.headers["content-type"]
+    assert (await request(app, "GET", "/static/..%2Fchat.py")).status == 404
+
+
+# -- chat -----------------------------------------------------------------------
+
+
+async def test_chat_room_receives_posted_messages(load: Any) -> None:
+    app = load("chat").make_app()
+    async with open_stream(app, "/rooms/lobby/events") as stream:
+        assert stream.status == 200
+        assert json.loads((await next_event(stream, "presence")).data) == {"online": 1}
+        body = b"user=ann&text=hello+trio"
+        posted = await request(app, "POST", "/rooms/lobby/messages", body, FORM)
+        assert posted.status == 201
+        event = await next_event(stream, "message")
+        message = json.loads(event.data)
+        assert (message["user"], message["text"]) == ("ann", "hello trio")
+        assert event.last_event_id == posted.json()["id"]
+
+
+async def test_chat_rooms_are_separate_and_presence_counts(load: Any) -> None:
+    app = load("chat").make_app()
+    async with open_stream(app, "/rooms/a/events") as a:
+        await next_event(a, "presence")
+        async with open_stream(app, "/rooms/b/events") as b:
+            await next_event(b, "presence")
+            async with open_stream(app, "/rooms/a/events") as a2:
+                assert json.loads((await next_event(a2, "presence")).data) == {
+                    "online": 2
+                }
+                assert json.loads((await next_event(a, "presence")).data) == {
+                    "online": 2
+                }
+            # a2 left: the room is told.
+            assert json.loads((await next_event(a, "presence")).data) == {"online": 1}
+            await request(app, "POST", "/rooms/b/messages", b"user=x&text=only+b", FORM)
+            assert json.loads((await next_event(b, "message")).data)["text"] == "only b"
+        await request(app, "POST", "/rooms/a/messages", b"user=x&text=only+a", FORM)
+        assert json.loads((await next_event(a, "message")).data)["text"] == "only a"
+
+
+async def test_chat_reconnect_replays_missed_messages(load: Any) -> None:
+    app = load("chat").make_app()
+    async with open_stream(app, "/rooms/lobby/events") as stream:
+        first = await next_event(stream, "presence")
+    for text in ("one", "two"):
+        await request(
+            app, "POST", "/rooms/lobby/messages", f"text={text}".encode(), FORM
+        )
+    headers = {"last-event-id": first.last_event_id}
+    async with open_stream(app, "/rooms/lobby/events", headers=headers) as stream:
+        texts = [
+            json.loads((await next_event(stream, "message")).data)["text"] for _ in "12"
+        ]
+    assert texts == ["one", "two"]
+
+
+async def test_chat_rejects_empty_and_long_messages(load: Any) -> None:
+    app = load("chat").make_app()
+    path = "/rooms/lobby/messages"
+    assert (await request(app, "POST", path, b"text=", FORM)).status == 400
+    assert (await request(app, "POST", path, b"text=" + b"x" * 501, FORM)).status == 400
+    too_long_room = "/rooms/" + "r" * 41 + "/messages"
+    assert (await request(app, "POST", too_long_room, b"text=hi", FORM)).status == 400
+    json_body = json.dumps({"user": "j", "text": "as json"}).encode()
+    headers = {"content-type": "application/json"}
+    assert (await request(app, "POST", path, json_body, headers)).status == 201
+
+
+# -- notifications ----------------------------------------------------------------
+
+
+async def test_notifications_replay_after_last_event_id(load: Any) -> None:
+    app = load("notifications").make_app(demo_interval=None)
+    ids = []
+    for text in ("first", "second", "third"):
+        posted = await request(
+            app, "POST", "/users/ann/notify", f"text={text}".encode(), FORM
+        )
+        assert posted.status == 201
+        ids.append(posted.json()["id"])
+    # As the page does after a reload: the query parameter.
+    async with open_stream(app, f"/users/ann/events?lastEventId={ids[0]}") as stream:
+        got = [await next_event(stream, "notification") for _ in range(2)]
+    assert [json.loads(e.data)["text"] for e in got] == ["second", "third"]
+    assert [e.last_event_id for e in got] == ids[1:]
+    # As the browser does when it reconnects by itself: the header.
+    headers = {"last-event-id": ids[1]}
+    async with open_stream(app, "/users/ann/events", headers=headers) as stream:
+        assert json.loads((await next_event(stream)).data)["text"] == "third"
+
+
+async def test_notifications_are_per_user(load: Any) -> None:
+    app = load("notifications").make_app(demo_interval=None)
+    async with open_stream(app, "/users/bob/events") as bob:
+        await request(app, "POST", "/users/ann/notify", b"text=for+ann", FORM)
+        await request(app, "POST", "/users/bob/notify", b"text=for+bob", FORM)
+        assert json.loads((await next_event(bob)).data)["text"] == "for bob"
+
+
+async def test_notifications_unknown_id_starts_with_reset(load: Any) -> None:
+    app = load("notifications").make_app(demo_interval=None)
+    async with open_stream(app, "/users/ann/events?lastEventId=0-1") as stream:
+        assert (await next_event(stream)).type == "reset"
+
+
+async def test_notifications_demo_task_publishes(
+    load: Any, autojump_clock: Any
+) -> None:
+    app = load("notifications").make_app(demo_interval=4.0)
+    async with app.running(), open_stream(app, "/users/alice/events") as stream:
+        start = trio.current_time()
+        event = await next_event(stream, "notification")
+        assert trio.current_time() - start == pytest.approx(4.0)
+        assert json.loads(event.data)["kind"] in {
+            "build",
+            "review",
+            "deploy",
+            "mention",
+        }
+
+
+# -- health -----------------------------------------------------------------------
+
+
+async def test_health_channel_pushes_status_periodically(
+    load: Any, autojump_clock: Any
+) -> None:
+    app = load("health").make_app(interval=2.0)
+    async with open_stream(app, "/health/events") as stream:
+        first = await next_event(stream, "status")
+        start = trio.current_time()
+        second = await next_event(stream, "status")
+        assert trio.current_time() - start == pytest.approx(2.0)
+    for event in (first, second):
+        status = json.loads(event.data)
+        assert status["checks"]["event_loop"] == "ok"
+        assert status["watching"] == 1
+    # The channel function was cancelled when the client left.
+    assert (await request(app, "GET", "/health")).json()["watching"] == 0
+
+
+# -- dashboard --------------------------------------------------------------------
+
+
+async def test_dashboard_streams_history_then_samples(
+    load: Any, autojump_clock: Any
+) -> None:
+    app = load("dashboard").make_app(interval=0.5)
+    async with app.running():
+        await trio.sleep(1.2)  # three samples taken before the page opens
+        async with open_stream(app, "/metrics/events") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            history = await next_event(stream)
+            assert history.type == "history"
+            assert len(json.loads(history.data)) == 3
+            sample_event = await next_event(stream)
+            assert sample_event.type == "metrics"
+            assert sample_event.last_event_id
+            sample = json.loads(sample_event.data)
+            assert sample["clients"] == 1
+            assert sample["rss_mb"] > 0
+            assert sample["tasks"] > 1
+            expected = {"t", "cpu", "rss_mb", "events_per_s", "load_subscribers"}
+            assert expected <= set(sample)
+
+
+async def test_dashboard_load_button_adds_subscribers(
+    load: Any, autojump_clock: Any
+) -> None:
+    module = load("dashboard")
+    app = module.make_app(interval=0.5, tick_rate=20.0)
+    async with app.running():
+        await trio.sleep(0.1)
+        added = await request(app, "POST", "/load", b"n=25", FORM)
+        assert added.json() == {"added": 25, "seconds": module.LOAD_SECONDS}
+        async with open_stream(app, "/metrics/events") as stream:
+            await next_event(stream, "history")
+            await next_event(stream, "metrics")  # counts the ticks since the last one
+            sample = json.loads((await next_event(stream, "metrics")).data)
+        assert sample["load_subscribers"] == 25
+        # 25 subscribers x 20 ticks/s, plus the samples themselves.
+        assert 450 <= sample["events_per_s"] <= 560
+        assert (await request(app, "POST", "/load", b"n=lots", FORM)).status == 400
+        await trio.sleep(module.LOAD_SECONDS + 1)
+        assert app.state["dashboard"].ticks.subscriber_count("ticks") == 0
+
+
+async def test_dashboard_over_a_real_server(
+    load: Any, open_server: Any, open_http: Any
+) -> None:
+    app = load("dashboard").make_app(interval=0.05)
+    async with app.running(), open_server(app) as url:
+        async with open_http(url, "/") as page:
+            with trio.fail_after(10):
+                await page.read_to_end()
+            assert page.status == 200 and b"EventSource" in page.body
+        async with open_http(url, "/metrics/events") as http:
+            with trio.fail_after(10):
+                assert await http.receive_response() == 200
+                while len([e for e in http.events() if e.type == "metrics"]) < 2:
+                    await http.receive_some()
+        assert http.headers["content-type"].startswith("text/event-stream")
+        samples = [json.loads(e.data) for e in http.events() if e.type == "metrics"]
+        assert samples[0]["clients"] == 1
+        assert samples[1]["t"] >= samples[0]["t"]
+
+
+def test_dashboard_listens_on_127_0_0_1_8000_by_default(
+    load: Any, monkeypatch: Any
+) -> None:
+    """``python examples/dashboard.py`` serves http://127.0.0.1:8000 and says so."""
+    module = load("dashboard")
+    seen: dict[str, Any] = {}
+
+    async def fake_serve(app: Any, host: str, port: int, *, task_status: Any) -> None:
+        seen.update(host=host, port=port)
+        task_status.started([f"http://{host}:{port}"])
+
+    monkeypatch.setattr(sys, "argv", ["dashboard.py"])
+    monkeypatch.setattr(sys.modules["_router"].trio_sse, "serve", fake_serve)
+    module.run(module.app, "trio_sse dashboard")
+    assert seen == {"host": "127.0.0.1", "port": 8000}
+
+
+# -- htmx ---------------------------------------------------------------------------
+
+
+async def test_htmx_clock_and_shouts_are_html_fragments(
+    load: Any, autojump_clock: Any
+) -> None:
+    app = load("htmx").make_app(tick=1.0)
+    async with open_stream(app, "/events") as stream:
+        clock = await next_event(stream, "clock")
+        assert clock.data.startswith("<time>") and "1 page open" in clock.data
+        body = b"name=<b>eve</b>&text=hi+<script>"
+        assert (await request(app, "POST", "/shout", body, FORM)).status == 204
+        shout = await next_event(stream, "message")
+        assert shout.data.startswith(
+            "<li><b>&lt;b&gt;eve&lt;/b&gt;</b> hi &lt;script&gt;"
+        )
+        start = trio.current_time()
+        await next_event(stream, "clock")
+        assert trio.current_time() - start == pytest.approx(1.0)
