@@ -203,5 +203,9 @@ async def test_chromium_eventsource(browser_ready: None) -> None:
     assert app.first_ended_at is not None
     server_gap = app.streams[1][0] - app.first_ended_at
     browser_gap = (verdict["opens"][1] - verdict["errors"][0]["at"]) / 1000
+    print(
+        f"\n{verdict['browserVersion']}: reconnect gap {server_gap:.3f} s at the "
+        f"server, {browser_gap:.3f} s in the page (retry: {RETRY} s)"
+    )
     assert RETRY <= server_gap < 2.0, server_gap
     assert RETRY * 0.9 <= browser_gap < 2.0, browser_gap

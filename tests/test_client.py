@@ -7,10 +7,12 @@ only moves through trio sleeps, so every reconnection delay is exact.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import random
 import re
+import sys
 from collections.abc import AsyncIterator, Sequence
 
 import attrs
@@ -496,12 +498,20 @@ async def test_redirects_are_followed() -> None:
     assert transport.requests[1].headers["accept"] == "text/event-stream"
 
 
-async def test_unsupported_url_raises_at_once() -> None:
-    async with open_event_source("ftp://example.invalid/x") as source:
-        with pytest.raises(
-            EventSourceError, match=re.escape("ftp://example.invalid/x")
-        ):
+@pytest.mark.parametrize("url", ["ftp://example.invalid/x", "http://[::1/x"])
+async def test_unusable_url_raises_at_once(url: str) -> None:
+    async with open_event_source(url) as source:
+        with pytest.raises(EventSourceError, match=re.escape(url)) as info:
             await source.__anext__()
+        assert info.value.status is None
+        assert source.reconnects == 0
+
+
+def test_missing_httpx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    monkeypatch.delitem(sys.modules, "trio_sse.client")
+    with pytest.raises(ImportError, match=re.escape("pip install trio-sse[client]")):
+        importlib.import_module("trio_sse.client")
 
 
 # -- giving up ---------------------------------------------------------------

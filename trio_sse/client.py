@@ -147,7 +147,11 @@ def _map_exceptions(url: str) -> Iterator[None]:
     """
     try:
         yield
-    except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+    except (
+        httpx.InvalidURL,
+        httpx.UnsupportedProtocol,
+        httpx.LocalProtocolError,
+    ) as exc:
         raise EventSourceError(f"cannot request {url}: {exc}", url=url) from exc
     except httpx.TransportError as exc:
         detail = str(exc) or type(exc).__name__
