@@ -102,7 +102,7 @@ def test_pickle_round_trip() -> None:
 
 def test_positional_only_data() -> None:
     with pytest.raises(TypeError):
-        Event("x", "1")  # type: ignore[misc]
+        Event("x", "1")  # type: ignore[call-arg]
 
 
 def test_public_names() -> None:
@@ -126,8 +126,9 @@ REJECTED: list[tuple[str, str, str]] = [
 
 @pytest.mark.parametrize(("field", "value", "message"), REJECTED)
 def test_rejected_characters(field: str, value: str, message: str) -> None:
+    fields: dict[str, Any] = {field: value}
     with pytest.raises(InvalidEvent) as info:
-        Event("x", **{field: value})
+        Event("x", **fields)
     assert str(info.value) == message
 
 
@@ -138,17 +139,19 @@ def test_nul_allowed_in_event_type_and_data() -> None:
 @pytest.mark.parametrize("field", ["data", "id", "event", "comment"])
 @pytest.mark.parametrize("value", ["\ud800", "ok\udfffok"])
 def test_lone_surrogate_rejected(field: str, value: str) -> None:
+    fields: dict[str, Any] = {field: value}
     with pytest.raises(
         InvalidEvent, match=f"Event {field} may not contain .*surrogate"
     ):
-        Event(**{field: value})
+        Event(**fields)
 
 
 @pytest.mark.parametrize("field", ["data", "id", "event", "comment"])
 @pytest.mark.parametrize("value", [b"bytes", 1, 1.0, ["x"]])
 def test_non_str_rejected(field: str, value: object) -> None:
+    fields: dict[str, Any] = {field: value}
     with pytest.raises(InvalidEvent) as info:
-        Event(**{field: value})
+        Event(**fields)
     name = type(value).__name__
     assert str(info.value) == f"Event {field} must be str or None, not {name}"
 

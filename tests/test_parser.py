@@ -393,11 +393,19 @@ class TestMaxEventSize:
         with pytest.raises(ParseError):
             parser.feed(b"5")
 
-    def test_line_being_read_counts_with_data_held(self) -> None:
+    def test_line_being_read_and_data_held_are_bounded_apart(self) -> None:
         parser = EventParser(max_event_size=12)
-        assert parser.feed(b"data: 1\ndat") == []  # 8 + 3
+        assert parser.feed(b"data: 1\nid: 1234") == []  # 8 held, 10 being read
+        assert parser.feed(b"5\n") == []  # a whole 12-byte id line
+        assert parser.feed(b"data: 2") == []  # 8 + 7 bytes, each within
         with pytest.raises(ParseError):
-            parser.feed(b"a:")
+            parser.feed(b"\n")  # 8 + 8 bytes of data
+
+    def test_unterminated_line_of_exactly_the_limit(self) -> None:
+        parser = EventParser(max_event_size=10)
+        assert parser.feed(b"data: 1234") == []
+        with pytest.raises(ParseError):
+            parser.feed(b"\n")  # 11 bytes with its line end
 
     def test_comments_and_blank_blocks_never_add_up(self) -> None:
         parser = EventParser(max_event_size=8)

@@ -120,7 +120,7 @@ def test_fuzz_parse_or_parse_error(
 # Text for events: any character but lone surrogates, with line breaks of all
 # kinds (and the Unicode breaks the wire must not split on) made common.
 chars = st.one_of(
-    st.characters(exclude_categories=("Cs",)),
+    st.characters(exclude_categories=["Cs"]),
     st.sampled_from(["\r", "\n", "\r\n", "\u2028", "\x85", "\x0b", " ", ":"]),
 )
 text = st.lists(chars, max_size=30).map("".join)

@@ -67,12 +67,13 @@ class EventParser:
     :param on_comment: called with the text of each comment line (the part
         after ``:``, without one leading space), in stream order, while
         :meth:`feed` runs. Comments are otherwise ignored.
-    :param max_event_size: the most bytes the parser holds for one event:
-        its ``data:`` lines so far plus the line being read (each counted
-        with its line end); no single line may be longer either. ``None``,
-        the default, means no limit. Beyond it :meth:`feed` raises
-        :exc:`ParseError`. Comment lines do not add up, so keep-alives never
-        reach the limit.
+    :param max_event_size: a bound, in bytes, on what the parser holds: no
+        line (each counted with its line end) may be longer, and the
+        ``data:`` lines of one event may not add up to more. ``None``, the
+        default, means no limit. Beyond it :meth:`feed` raises
+        :exc:`~trio_sse.ParseError`, whichever way the stream is split.
+        Comments and other fields do not add up, so keep-alives never reach
+        the limit.
     """
 
     def __init__(
@@ -82,9 +83,9 @@ class EventParser:
         on_comment: Callable[[str], None] | None = None,
         max_event_size: int | None = None,
     ) -> None:
-        #: The last event id string: changed by each blank line that ends
-        #: a block, to the latest valid ``id`` seen (even if nothing was
-        #: dispatched).
+        #: The stream's last event id, set by each blank line that ends a
+        #: block to the latest valid ``id`` seen (even if the block
+        #: dispatched nothing).
         self.last_event_id: str = last_event_id
         #: The reconnection time in milliseconds from the latest valid
         #: ``retry`` field, or ``None`` if there was none.
@@ -129,7 +130,7 @@ class EventParser:
             if data:
                 self._pending.append(data)
                 self._pending_size += len(data)
-                self._check_size(self._block_size + self._pending_size)
+                self._check_size(self._pending_size)
             return []
         complete, rest = data[:end], data[end:]
         if self._pending:
@@ -146,7 +147,7 @@ class EventParser:
         lines.pop()  # the empty text after the last line end
         events: list[MessageEvent] = []
         self._process(lines, events)
-        self._check_size(self._block_size + self._pending_size)
+        self._check_size(self._pending_size)
         return events
 
     def close(self) -> None:
