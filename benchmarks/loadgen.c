@@ -438,7 +438,9 @@ static int connecting_done(void) {
 static int all_delivered(void) {
     if (n_open == 0) return 1;
     if (n_complete >= n_ok - n_closed_early) return 1;
-    if (stall_s > 0 && now_ns() - last_progress > (int64_t)(stall_s * 1e9)) return 1;
+    if (stall_s > 0 && total_events > 0 &&
+        now_ns() - last_progress > (int64_t)(stall_s * 1e9))
+        return 1;
     return 0;
 }
 
