@@ -13,6 +13,7 @@ import math
 import random
 import re
 import sys
+import zlib
 from collections.abc import AsyncIterator, Sequence
 
 import attrs
@@ -214,6 +215,41 @@ async def test_initial_last_event_id_is_sent() -> None:
     assert transport.requests[0].headers["last-event-id"] == "41"
     # Events without an id carry the one the source resumed from.
     assert event.last_event_id == "41"
+
+
+async def test_non_ascii_last_event_id_is_sent_as_utf8(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport, client = scripted(
+        Reply(["id: ünï ✓\ndata: a\n\n".encode()]),
+        Reply([b"data: b\n\n", HANG]),
+    )
+    async with client, open_event_source(URL, client=client) as source:
+        await take(source, 2)
+        assert source.last_event_id == "ünï ✓"
+    raw = dict(transport.requests[1].headers.raw)
+    assert raw[b"Last-Event-ID"] == "ünï ✓".encode()
+
+
+async def test_compressed_stream_is_decoded_incrementally(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A proxy may gzip the stream; each event is flushed on its own.
+    compressor = zlib.compressobj(wbits=31)
+    first = compressor.compress(b"data: a\n\n") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    second = compressor.compress(b"data: b\n\n") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    _, client = scripted(
+        Reply(
+            [first, Pause(100), second, HANG],
+            extra_headers=[("content-encoding", "gzip")],
+        )
+    )
+    async with client, open_event_source(URL, client=client, timeout=None) as source:
+        # Each event arrives when its own chunk does.
+        assert (await source.__anext__()).data == "a"
+        assert trio.current_time() == 0
+        assert (await source.__anext__()).data == "b"
+        assert trio.current_time() == 100
 
 
 async def test_nothing_connects_before_the_first_event_is_awaited() -> None:
@@ -487,6 +523,17 @@ async def test_retry_statuses_are_retried_with_backoff(
     assert 1.0 <= gaps[1] <= 2.0
 
 
+async def test_redirect_loop_raises() -> None:
+    loop = Reply(status=302, content_type=None, extra_headers=[("location", "/")])
+    _, client = scripted(*[loop] * 30)
+    async with client, open_event_source(URL, client=client) as source:
+        with pytest.raises(EventSourceError, match="redirect"):
+            await source.__anext__()
+        # Final: iteration is over, nothing is retried.
+        assert [event async for event in source] == []
+    assert source.reconnects == 0
+
+
 async def test_redirects_are_followed() -> None:
     transport, client = scripted(
         Reply(status=307, content_type=None, extra_headers=[("location", "/moved")]),
@@ -504,6 +551,7 @@ async def test_unusable_url_raises_at_once(url: str) -> None:
         with pytest.raises(EventSourceError, match=re.escape(url)) as info:
             await source.__anext__()
         assert info.value.status is None
+        assert [event async for event in source] == []
         assert source.reconnects == 0
 
 

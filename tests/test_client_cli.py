@@ -18,6 +18,7 @@ from conftest import serve_app
 
 import trio_sse
 from trio_sse import Event
+from trio_sse.client import main
 
 LIMIT = 30  # seconds: a Python subprocess starts slowly on a busy machine
 SSE = [(b"content-type", b"text/event-stream; charset=utf-8")]
@@ -165,16 +166,21 @@ async def test_error_status_exits_1_with_a_message() -> None:
     assert "Traceback" not in stderr
 
 
-async def test_bad_header_option_is_a_usage_error() -> None:
-    with trio.fail_after(LIMIT):
-        result = await trio.run_process(
-            command("http://127.0.0.1:9/", "--header", "no colon"),
-            capture_stderr=True,
-            env=environment(),
-            check=False,
-        )
-    assert result.returncode == 2
-    assert "Name: value" in result.stderr.decode()
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--header", "no colon"], "Name: value"),
+        (["--max-reconnects", "-1"], "integer >= 0"),
+        (["--timeout", "0"], "seconds > 0"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    option: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["http://127.0.0.1:9/", *option])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX here")

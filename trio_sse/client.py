@@ -151,6 +151,7 @@ def _map_exceptions(url: str) -> Iterator[None]:
         httpx.InvalidURL,
         httpx.UnsupportedProtocol,
         httpx.LocalProtocolError,
+        httpx.TooManyRedirects,
     ) as exc:
         raise EventSourceError(f"cannot request {url}: {exc}", url=url) from exc
     except httpx.TransportError as exc:
@@ -296,16 +297,20 @@ class EventSource:
             self.reconnects += 1
         self._started = True
 
-        with _map_exceptions(self.url):
-            request = self._build_request()
         try:
-            with _map_exceptions(self.url), trio.move_on_after(self._timeout) as scope:
-                response = await self._client.send(
-                    request, stream=True, follow_redirects=True
-                )
+            with _map_exceptions(self.url):
+                request = self._build_request()
+                with trio.move_on_after(self._timeout) as scope:
+                    response = await self._client.send(
+                        request, stream=True, follow_redirects=True
+                    )
         except NetworkError as exc:
             self._fail(exc)
             return
+        except EventSourceError:
+            # The URL cannot be requested: retrying would not help.
+            self._done = True
+            raise
         if scope.cancelled_caught:
             self._fail(
                 ConnectTimeout(
@@ -325,7 +330,9 @@ class EventSource:
             return
         if status == 200 and _is_event_stream(content_type):
             self._failures = 0
-            self._chunks = response.aiter_raw()
+            # Decoded bytes: a proxy may gzip the stream (httpx decodes it
+            # incrementally, so events still arrive as they come).
+            self._chunks = response.aiter_bytes()
             return
         await self._discard_response()
         if status != 200:
@@ -381,6 +388,10 @@ class EventSource:
             self._chunks = None
             self._fail(exc)
             return
+        except EventSourceError:
+            self._chunks = None
+            self._done = True
+            raise
         except BaseException:
             # Cancelled (or worse) unwound the byte iterator; the response
             # itself is closed by the next connect or by aclose().
@@ -510,6 +521,26 @@ def _parse_header(value: str) -> tuple[str, str]:
     return name.strip(), field.strip()
 
 
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value!r}")
+    return seconds
+
+
 def _format_event(event: MessageEvent, as_json: bool) -> str:
     if as_json:
         record = {
@@ -549,13 +580,13 @@ def _build_argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-reconnects",
-        type=int,
+        type=_non_negative,
         default=None,
         help="give up after this many reconnections in a row (default: never)",
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive_seconds,
         default=45.0,
         help="seconds without data before reconnecting (default: 45)",
     )
