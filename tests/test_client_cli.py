@@ -84,7 +84,7 @@ class App:
 EVENTS = (
     Event(retry=0.01),
     Event("hello", event="greeting", id="1"),
-    Event.json({"n": 2}, id="2"),
+    Event.json({"n": 2, "s": "ünï ✓"}, id="2"),
     Event("two\nlines", id="3"),
 )
 
@@ -101,10 +101,11 @@ async def test_json_output_and_exit_on_204() -> None:
                 check=False,
             )
     assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.isascii()
     lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert lines == [
         {"type": "greeting", "data": "hello", "id": "1", "retry": None},
-        {"type": "message", "data": '{"n":2}', "id": "2", "retry": None},
+        {"type": "message", "data": '{"n":2,"s":"ünï ✓"}', "id": "2", "retry": None},
         {"type": "message", "data": "two\nlines", "id": "3", "retry": None},
     ]
     # The reconnection carried the last id.
@@ -118,9 +119,9 @@ async def test_plain_output_reads_like_the_wire_format() -> None:
             result = await trio.run_process(
                 command(url), capture_stdout=True, env=environment()
             )
-    assert result.stdout.decode() == (
+    assert result.stdout.decode("utf-8") == (
         "event: greeting\nid: 1\ndata: hello\n\n"
-        'id: 2\ndata: {"n":2}\n\n'
+        'id: 2\ndata: {"n":2,"s":"ünï ✓"}\n\n'
         "id: 3\ndata: two\ndata: lines\n\n"
     )
 

@@ -549,7 +549,8 @@ def _format_event(event: MessageEvent, as_json: bool) -> str:
             "id": event.last_event_id,
             "retry": event.retry,
         }
-        return json.dumps(record, ensure_ascii=False) + "\n"
+        # ASCII-only JSON: valid whatever encoding the terminal uses.
+        return json.dumps(record) + "\n"
     lines = []
     if event.type != "message":
         lines.append(f"event: {event.type}")
@@ -613,6 +614,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C.
     """
     args = _build_argument_parser().parse_args(argv)
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        # Event data is any Unicode text; never die on an ASCII terminal.
+        reconfigure(errors="backslashreplace")
     try:
         trio.run(_run, args)
     except KeyboardInterrupt:
