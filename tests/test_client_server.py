@@ -23,8 +23,10 @@ from trio_sse import (
     BroadcastStream,
     Event,
     MessageEvent,
+    Sender,
     SseConfig,
     last_event_id,
+    sse_channel,
 )
 from trio_sse.client import (
     EventSourceError,
@@ -322,3 +324,26 @@ async def test_reconnect_replays_from_broadcaster_history_without_gap() -> None:
     assert [e.data for e in received] == [f"item {n}" for n in range(1, 11)]
     assert [e.last_event_id for e in received] == ids
     assert app.resumed_from == [None, ids[2]]
+
+
+async def test_reads_a_fast_coalesced_stream_in_order() -> None:
+    # The server writes as fast as it can, so events are coalesced into large
+    # body chunks and split at arbitrary points: none may be lost or reordered.
+    count = 5000
+
+    async def produce(tx: Sender) -> None:
+        for n in range(count):
+            await tx.send(Event.json({"n": n, "pad": "x" * (n % 97)}, id=str(n)))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await sse_channel(produce)(scope, receive, send)
+
+    with trio.fail_after(60):
+        async with serve_app(app) as url:
+            started = trio.current_time()
+            async with open_event_source(url, max_reconnects=0) as source:
+                received = [json.loads(event.data)["n"] async for event in source]
+            elapsed = trio.current_time() - started
+    assert received == list(range(count))
+    print(f"\nclient read {count} events in {elapsed:.3f} s: {count / elapsed:,.0f}/s")
