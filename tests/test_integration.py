@@ -254,3 +254,27 @@ async def test_cancelling_serve_with_open_streams_leaves_no_task() -> None:
             nursery.cancel_scope.cancel()
     assert all_tasks() == before
     assert server.bc.subscriber_count("x") == 0
+
+
+async def test_http2_prior_knowledge_stream() -> None:
+    """Hypercorn speaks h2c; the response sends no ``connection`` header there."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("h2")
+    server = Server(SseConfig(keep_alive=None))
+    async with (
+        serve_app(server) as url,
+        httpx.AsyncClient(http1=False, http2=True) as client,
+        client.stream("GET", url + "/k") as response,
+    ):
+        assert response.http_version == "HTTP/2"
+        assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert "connection" not in response.headers
+        await subscribed(server.bc, "k", 1)
+        event_id = await server.bc.publish("k", Event("over h2"))
+        # End the stream so httpx reads the body to its end (it does not
+        # close its nested async generators when left early).
+        server.bc.remove("k")
+        with trio.fail_after(5):
+            body = await response.aread()
+    assert body == b":\n" + f"id: {event_id}\ndata: over h2\n\n".encode()
+    await subscribed(server.bc, "k", 0)
