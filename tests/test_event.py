@@ -274,6 +274,28 @@ def test_copies() -> None:
         base.with_retry(-1)
 
 
+def test_str_subclasses_stored_as_plain_str() -> None:
+    class Shouty(str):
+        def replace(self, *args: object, **kwargs: object) -> str:
+            return "HIJACKED"
+
+        def __format__(self, spec: str) -> str:
+            return "HIJACKED"
+
+    event = Event(
+        Shouty("a\nb"),
+        id=Shouty("\u00e91"),
+        event=Shouty("e"),
+        comment=Shouty("c"),
+    )
+    assert [type(v) for v in (event.data, event.id, event.event, event.comment)] == [
+        str
+    ] * 4
+    assert event == Event("a\nb", id="\u00e91", event="e", comment="c")
+    assert event.encode() == ": c\nid: \u00e91\nevent: e\ndata: a\ndata: b\n\n".encode()
+    assert comment(Shouty("x")) == b": x\n"
+
+
 def test_copy_of_subclass_keeps_class() -> None:
     class Tagged(Event):
         pass

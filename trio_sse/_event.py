@@ -42,7 +42,9 @@ def _forbid(field: str, value: str, chars: str) -> None:
             )
 
 
-def _check_text(field: str, value: object) -> None:
+def _check_text(field: str, value: object) -> str:
+    # Returns the value as a plain str (a str subclass such as an HTML-safe
+    # string type could change how the value is written).
     if not isinstance(value, str):
         raise InvalidEvent(
             f"Event {field} must be str or None, not {type(value).__name__}"
@@ -54,6 +56,7 @@ def _check_text(field: str, value: object) -> None:
                 f"Event {field} may not contain {match.group()!r}"
                 " (a lone surrogate, which UTF-8 cannot encode)"
             )
+    return value if type(value) is str else str.__str__(value)
 
 
 def retry_ms(retry: object) -> int:
@@ -137,21 +140,23 @@ class Event:
         # Fast paths first: this runs for every event a program sends.
         data, id, event = self.data, self.id, self.event
         if data is not None and not (type(data) is str and data.isascii()):
-            _check_text("data", data)
+            object.__setattr__(self, "data", _check_text("data", data))
         if id is not None:
             if not (type(id) is str and id.isascii()):
-                _check_text("id", id)
+                id = _check_text("id", id)
+                object.__setattr__(self, "id", id)
             if "\n" in id or "\r" in id or "\0" in id:
                 _forbid("id", id, "\n\r\0")
         if event is not None:
             if not (type(event) is str and event.isascii()):
-                _check_text("event", event)
+                event = _check_text("event", event)
+                object.__setattr__(self, "event", event)
             if "\n" in event or "\r" in event:
                 _forbid("event", event, "\n\r")
         if self.retry is not None:
             retry_ms(self.retry)
         if self.comment is not None:
-            _check_text("comment", self.comment)
+            object.__setattr__(self, "comment", _check_text("comment", self.comment))
 
     @classmethod
     def json(cls, obj: Any, **fields: Any) -> Event:
@@ -246,5 +251,4 @@ def comment(text: str = "") -> bytes:
 
     :raises InvalidEvent: if ``text`` is not a ``str`` or holds a lone surrogate.
     """
-    _check_text("comment", text)
-    return _comment_text(text).encode()
+    return _comment_text(_check_text("comment", text)).encode()
