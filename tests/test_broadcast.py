@@ -423,6 +423,8 @@ async def test_stats() -> None:
     assert stats.keys["b"].sent == 1 and stats.keys["b"].missed == 0
     with pytest.raises(AttributeError):
         stats.sent = 0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        stats.keys["a"] = stats.keys["b"]  # type: ignore[index]
     for s in a, a2, b:
         await s.aclose()
     stats = bc.stats()

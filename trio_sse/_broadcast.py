@@ -22,7 +22,7 @@ from collections.abc import (
     Mapping,
 )
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -653,7 +653,7 @@ class Broadcaster(Generic[K, T]):
             for key, topic in self._topics.items()
         }
         return BroadcastStatistics(
-            keys=keys,
+            keys=MappingProxyType(keys),
             subscribers=sum(s.subscribers for s in keys.values()),
             published=self._published,
             sent=self._sent,
