@@ -27,6 +27,7 @@ from ._event import Event as Event
 from ._event import comment as comment
 from ._parser import EventParser as EventParser
 from ._parser import MessageEvent as MessageEvent
+from ._parser import ParseError as ParseError
 from ._response import Sender as Sender
 from ._response import SseResponse as SseResponse
 from ._response import last_event_id as last_event_id
