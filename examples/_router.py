@@ -227,5 +227,17 @@ def run(app: ASGIApp, description: str, **serve_kwargs: Any) -> None:
 
     try:
         trio.run(main)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        # Ctrl+C cancelled the server (gracefully) and surfaces here, maybe
+        # inside an exception group; anything else is a real error.
+        if not _interrupted(exc):
+            raise
         print("stopped")
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether *exc* is a KeyboardInterrupt, or a group of nothing else."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    group: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    return bool(group) and all(_interrupted(e) for e in group)

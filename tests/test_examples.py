@@ -11,6 +11,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 import pytest
 import trio
 
@@ -324,3 +327,26 @@ async def test_htmx_clock_and_shouts_are_html_fragments(
         start = trio.current_time()
         await next_event(stream, "clock")
         assert trio.current_time() - start == pytest.approx(1.0)
+
+
+def test_ctrl_c_is_a_quiet_stop(load: Any, monkeypatch: Any, capsys: Any) -> None:
+    """Ctrl+C arrives wrapped in exception groups; ``run()`` says "stopped"."""
+    module = load("dashboard")
+
+    async def interrupted_serve(
+        app: Any, host: str, port: int, *, task_status: Any
+    ) -> None:
+        task_status.started([f"http://{host}:{port}"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "argv", ["dashboard.py", "--port", "0"])
+    monkeypatch.setattr(sys.modules["_router"].trio_sse, "serve", interrupted_serve)
+    module.run(module.app, "trio_sse dashboard")
+    assert capsys.readouterr().out.splitlines() == [
+        "trio_sse dashboard: open http://127.0.0.1:0/ (Ctrl+C to stop)",
+        "stopped",
+    ]
+    router = sys.modules["_router"]
+    assert not router._interrupted(
+        BaseExceptionGroup("x", [KeyboardInterrupt(), ValueError()])
+    )
