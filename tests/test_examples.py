@@ -11,13 +11,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
-
 import pytest
 import trio
 
 from trio_sse.testing import open_stream, request
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
