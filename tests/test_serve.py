@@ -298,7 +298,8 @@ async def test_hypercorn_stopping_by_itself_returns_normally() -> None:
             await done.wait()
 
 
-async def test_cancel_during_startup_does_not_hang() -> None:
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+async def test_cancel_during_startup_does_not_hang_or_leak() -> None:
     entered = trio.Event()
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
@@ -306,11 +307,13 @@ async def test_cancel_during_startup_does_not_hang() -> None:
         entered.set()
         await trio.sleep_forever()
 
+    before = open_fds()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(trio_sse.serve, app, "127.0.0.1", 0))
             await entered.wait()
             nursery.cancel_scope.cancel()
+    assert open_fds() == before
 
 
 async def test_hypercorn_config_is_copied_and_used() -> None:
@@ -434,3 +437,12 @@ async def test_without_write_timeout_a_non_reader_stays_connected() -> None:
                     while True:
                         await reader.receive_some()
                 assert disconnected == {}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+async def test_serving_and_stopping_closes_every_socket() -> None:
+    before = open_fds()
+    async with serve_app(hello) as url:
+        assert await get(url) == (200, b"hello")
+        assert len(open_fds() - before) >= 2  # our listening socket + Hypercorn's
+    assert open_fds() == before

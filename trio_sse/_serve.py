@@ -62,7 +62,9 @@ async def _listen(
             sock.setsockopt(socket.IPPROTO_TCP, user_timeout, timeout_ms)
         sock.bind(address)
         sock.listen(backlog)
-        sock.setblocking(False)
+        # Left blocking on purpose: this object is never used for I/O, and
+        # Hypercorn making its duplicate non-blocking (a flag the two share)
+        # is how serve() tells that Hypercorn took the socket over.
     except BaseException:
         sock.close()
         raise
@@ -133,13 +135,18 @@ def _wrap(app: _App, shutdown: trio.Event) -> _App:
     return asgi
 
 
-def _same_socket(fd: int, sock: socket.socket) -> bool:
-    """Whether *fd* still refers to the socket *sock* is bound to."""
+def _untaken_duplicate(fd: int, sock: socket.socket) -> bool:
+    """Whether *fd* is still our duplicate of *sock*, not yet taken by Hypercorn.
+
+    Hypercorn wraps the fd in a socket object of its own (which closes it)
+    and makes it non-blocking; until then it is ours to close.
+    """
     try:
         a, b = os.fstat(fd), os.fstat(sock.fileno())
+        blocking = os.get_blocking(fd)
     except OSError:
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and blocking
 
 
 async def serve(
@@ -234,7 +241,7 @@ async def serve(
                     stop.set()
                     run_scope.deadline = trio.current_time() + grace
         finally:
-            if not started and _same_socket(fd, sock):
+            if not started and _untaken_duplicate(fd, sock):
                 # Hypercorn failed before it took the fd over (e.g. in the
                 # lifespan startup).
                 os.close(fd)
