@@ -1,0 +1,200 @@
+"""Broadcaster.response() and Broadcaster.channel(): streams served over ASGI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_sse import (
+    Broadcaster,
+    BroadcastStream,
+    Event,
+    Sender,
+    SseConfig,
+    SseResponse,
+    chain,
+    last_event_id,
+    replay,
+)
+from trio_sse.testing import open_stream
+
+CONFIG = SseConfig(keep_alive=None)
+
+
+def room_app(bc: Broadcaster[str, Any]) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        stream = bc.subscribe("room", last_event_id=last_event_id(scope))
+        await bc.response(stream)(scope, receive, send)
+
+    return app
+
+
+def test_response_uses_the_broadcasters_config() -> None:
+    bc: Broadcaster[str, str] = Broadcaster(config=CONFIG)
+    stream = bc.subscribe("k")
+    response = bc.response(stream)
+    assert isinstance(response, SseResponse)
+    assert response.config is CONFIG
+    stream.close()
+
+
+def test_channel_uses_the_broadcasters_config() -> None:
+    bc: Broadcaster[str, str] = Broadcaster(config=CONFIG)
+
+    async def fn(tx: Sender) -> None:
+        await tx.send("x")  # pragma: no cover
+
+    response = bc.channel(fn)
+    assert isinstance(response, SseResponse)
+    assert response.config is CONFIG
+
+
+async def test_events_and_strings_are_served_with_ids(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, Any] = Broadcaster(config=CONFIG)
+    async with open_stream(room_app(bc), "/") as client:
+        assert client.status == 200
+        await trio.testing.wait_all_tasks_blocked()
+        assert bc.subscriber_count("room") == 1
+        first = await bc.publish("room", "plain text")
+        second = await bc.publish("room", Event.json({"n": 1}, event="tick"))
+        got = [await client.__anext__() for _ in range(2)]
+    assert [(m.type, m.data, m.last_event_id) for m in got] == [
+        ("message", "plain text", first),
+        ("tick", '{"n":1}', second),
+    ]
+    await trio.testing.wait_all_tasks_blocked()
+    assert bc.keys() == []  # the response closed the stream
+
+
+async def test_reconnect_with_last_event_id_is_replayed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, str] = Broadcaster(config=CONFIG, history=10)
+    ids = [await bc.publish("room", f"m{i}") for i in range(4)]
+    headers = {"last-event-id": ids[1]}
+    async with open_stream(room_app(bc), "/", headers=headers) as client:
+        got = [await client.__anext__() for _ in range(2)]
+    assert [(m.data, m.last_event_id) for m in got] == [("m2", ids[2]), ("m3", ids[3])]
+
+
+async def test_cast_events_stream_is_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, int] = Broadcaster(config=CONFIG)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        stream = bc.subscribe("n").cast_events(lambda n: Event(str(n * n)))
+        await bc.response(stream)(scope, receive, send)
+
+    async with open_stream(app, "/") as client:
+        await trio.testing.wait_all_tasks_blocked()
+        event_id = await bc.publish("n", 7)
+        message = await client.__anext__()
+    assert (message.data, message.last_event_id) == ("49", event_id)
+
+
+async def test_snapshot_chained_before_live_items(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, str] = Broadcaster(config=CONFIG)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        live = bc.subscribe("room")
+        await bc.response(chain(replay(["snapshot"]), live))(scope, receive, send)
+
+    async with open_stream(app, "/") as client:
+        assert (await client.__anext__()).data == "snapshot"
+        event_id = await bc.publish("room", "live")
+        message = await client.__anext__()
+    assert (message.data, message.last_event_id) == ("live", event_id)
+    await trio.testing.wait_all_tasks_blocked()
+    assert bc.keys() == []
+
+
+async def test_channel_runs_the_function(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, str] = Broadcaster(config=CONFIG)
+
+    async def fn(tx: Sender) -> None:
+        async with bc.subscribe("room") as stream:
+            async for item in stream:
+                await tx.send(Event(item.upper(), id=stream.last_id))
+
+    async with open_stream(bc.channel(fn), "/") as client:
+        await trio.testing.wait_all_tasks_blocked()
+        event_id = await bc.publish("room", "hi")
+        message = await client.__anext__()
+    assert (message.data, message.last_event_id) == ("HI", event_id)
+    await trio.testing.wait_all_tasks_blocked()
+    assert bc.keys() == []
+
+
+# -- what response() streams, read directly ----------------------------------
+
+
+def events_of(bc: Broadcaster[str, Any], stream: Any) -> Any:
+    return bc.response(stream).stream
+
+
+async def test_other_items_are_a_type_error_naming_cast_events() -> None:
+    bc: Broadcaster[str, Any] = Broadcaster()
+    stream = bc.subscribe("k")
+    events = events_of(bc, stream)
+    bc.send("k", {"not": "an event"})
+    with pytest.raises(TypeError, match=r"dict.*cast_events"):
+        await events.__anext__()
+    with pytest.raises(TypeError, match="cast_events"):
+        await events_of(bc, replay([b"raw"])).__anext__()
+    await events.aclose()
+    assert stream.closed
+
+
+async def test_a_lag_ends_the_response() -> None:
+    bc: Broadcaster[str, str] = Broadcaster(1)
+    stream = bc.subscribe("k")
+    events = events_of(bc, stream)
+    bc.send("k", "a")
+    bc.send("k", "b")
+    assert [e async for e in events] == []
+    assert stream.closed
+
+
+async def test_a_lag_ends_a_response_reading_channel_style() -> None:
+    bc: Broadcaster[str, str] = Broadcaster(1)
+    stream = bc.subscribe("k")
+    events = events_of(bc, stream)
+    bc.send("k", "a")
+    assert events.receive_nowait().data == "a"
+    with pytest.raises(trio.WouldBlock):
+        events.receive_nowait()
+    bc.send("k", "b")
+    bc.send("k", "c")
+    with pytest.raises(trio.EndOfChannel):
+        events.receive_nowait()
+    assert stream.closed
+
+    stream = bc.subscribe("k")
+    events = events_of(bc, stream)
+    bc.send("k", "a")
+    bc.send("k", "b")
+    with pytest.raises(trio.EndOfChannel):
+        await events.receive()
+
+
+async def test_channel_style_reading_converts_and_fills_ids() -> None:
+    bc: Broadcaster[str, str] = Broadcaster()
+    stream: BroadcastStream[str] = bc.subscribe("k")
+    events = events_of(bc, stream)
+    bc.send("k", "a")
+    bc.send("k", "b")
+    first = events.receive_nowait()
+    second = await events.receive()
+    assert (first.data, second.data) == ("a", "b")
+    assert second.id == stream.last_id
+    await events.aclose()
