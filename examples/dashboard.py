@@ -88,6 +88,8 @@ class Dashboard:
         self.load_nursery: trio.Nursery | None = None
         #: Events queued for subscribers (one per subscriber per item).
         self.delivered = 0
+        #: Set to take a sample at once (a new dashboard wants to count itself).
+        self.wake = trio.Event()
         self.started = time.time()
 
     def sample(self, previous: dict[str, float]) -> dict[str, Any]:
@@ -121,7 +123,9 @@ class Dashboard:
             # Encoded once here, whatever the number of dashboards.
             event = Event.json(sample, event="metrics")
             self.delivered += self.metrics.send("metrics", event)
-            await trio.sleep(self.interval)
+            self.wake = trio.Event()
+            with trio.move_on_after(self.interval):
+                await self.wake.wait()
 
     async def ticker(self) -> None:
         value = 100.0
@@ -165,6 +169,7 @@ def make_app(*, interval: float = 0.5, tick_rate: float = 20.0) -> App:
         # send the recent samples ahead of the live ones.
         live = dash.metrics.subscribe("metrics").on_lag(LagPolicy.SKIP)
         backlog = Event.json(list(dash.recent), event="history")
+        dash.wake.set()
         return dash.metrics.response(chain(replay([backlog]), live))
 
     @app.route("POST", "/load")

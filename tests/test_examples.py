@@ -239,7 +239,10 @@ async def test_dashboard_streams_history_then_samples(
             history = await next_event(stream)
             assert history.type == "history"
             assert len(json.loads(history.data)) == 3
+            opened = trio.current_time()
             sample_event = await next_event(stream)
+            # A new dashboard triggers a sample at once, which counts it.
+            assert trio.current_time() == opened
             assert sample_event.type == "metrics"
             assert sample_event.last_event_id
             sample = json.loads(sample_event.data)
