@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+import trio_sse._event
 from trio_sse import (
     Broadcaster,
     BroadcastStream,
@@ -133,6 +135,33 @@ async def test_channel_runs_the_function(
     assert (message.data, message.last_event_id) == ("HI", event_id)
     await trio.testing.wait_all_tasks_blocked()
     assert bc.keys() == []
+
+
+async def test_many_clients_share_one_encoding(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[Event] = []
+    original = trio_sse._event._encode
+
+    def counting(event: Event) -> bytes:
+        encoded.append(event)
+        return original(event)
+
+    monkeypatch.setattr(trio_sse._event, "_encode", counting)
+    bc: Broadcaster[str, Event] = Broadcaster(config=CONFIG)
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(open_stream(room_app(bc), "/"))
+            for _ in range(20)
+        ]
+        await trio.testing.wait_all_tasks_blocked()
+        assert bc.subscriber_count("room") == 20
+        event_id = await bc.publish("room", Event("to all", event="note"))
+        got = [await client.__anext__() for client in clients]
+    assert {(m.type, m.data, m.last_event_id) for m in got} == {
+        ("note", "to all", event_id)
+    }
+    assert len(encoded) == 1
 
 
 # -- what response() streams, read directly ----------------------------------
