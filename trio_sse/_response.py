@@ -1,17 +1,19 @@
 """Streaming responses: the one module that speaks ASGI.
 
-An :class:`SseResponse` is a plain ASGI application. Each call opens one
-nursery that owns everything the stream needs: the task reading the user's
-stream (or running a :func:`sse_channel` function), a task watching
-``receive()`` for ``http.disconnect``, an optional task watching for server
-shutdown, and the writer loop (the nursery's own body). Keep-alive comments,
-the write timeout and the coalescing of ready events live in the writer.
+An :class:`~trio_sse.SseResponse` is a plain ASGI application. Each call
+opens one nursery that owns everything the stream needs: the task reading
+the user's stream (or running a :func:`~trio_sse.sse_channel` function), a
+task watching ``receive()`` for ``http.disconnect``, an optional task
+watching for server shutdown, and the writer loop (the nursery's own body).
+Keep-alive comments, the write timeout and the coalescing of ready events
+live in the writer.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import urllib.parse
 from collections.abc import (
     AsyncIterable,
@@ -27,6 +29,7 @@ from typing import Any, Protocol, final
 import trio
 
 from ._config import SseConfig
+from ._errors import Lagged
 from ._event import Event, comment
 
 __all__ = ["Sender", "SseResponse", "last_event_id", "sse_channel"]
@@ -64,8 +67,24 @@ class _Source(Protocol):
     def receive_nowait(self) -> Any: ...
 
 
+def _is_channel(stream: object) -> bool:
+    """Whether ``stream`` reads like a trio channel (``receive``/``receive_nowait``)."""
+    return callable(getattr(stream, "receive_nowait", None)) and callable(
+        getattr(stream, "receive", None)
+    )
+
+
+def _log_stream_error(what: object) -> None:
+    """Log the exception being handled, which ends one response."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, Lagged):
+        logger.info("SSE stream %r lagged (%s); ending the response", what, exc)
+    else:
+        logger.exception("SSE stream %r failed; ending the response", what)
+
+
 def _encode(item: object) -> bytes:
-    """Return the wire bytes of one stream item (:class:`Event`, str or bytes)."""
+    """Return the wire bytes of one stream item (an Event, str or bytes)."""
     if isinstance(item, Event):
         return item.encode()
     if isinstance(item, bytes):
@@ -104,7 +123,7 @@ def _build_headers(
 
 @final
 class Sender:
-    """The sending end handed to an :func:`sse_channel` function.
+    """The sending end handed to an :func:`~trio_sse.sse_channel` function.
 
     ``await tx.send(event)`` queues one event for the client; it waits while
     the response's small buffer is full, so a function that produces faster
@@ -117,8 +136,8 @@ class Sender:
         self._tx = tx
 
     async def send(self, event: Event | str | bytes) -> None:
-        """Send an :class:`Event`, a ``str`` (sent as ``Event(data=s)``) or
-        bytes already encoded as event-stream blocks.
+        """Send an :class:`~trio_sse.Event`, a ``str`` (sent as
+        ``Event(data=s)``) or bytes already encoded as event-stream blocks.
 
         :raises TypeError: for any other object.
         """
@@ -128,14 +147,23 @@ class Sender:
 class SseResponse:
     """An ASGI application streaming ``stream`` as ``text/event-stream``.
 
-    ``stream`` is an async iterable of :class:`Event` (or ``str``, sent as
-    ``Event(data=s)``, or ``bytes`` already encoded). Return it from a
-    Starlette endpoint, or call it as ``await response(scope, receive, send)``.
+    ``stream`` is an async iterable of :class:`~trio_sse.Event` (or ``str``,
+    sent as ``Event(data=s)``, or ``bytes`` already encoded). Return it from
+    a Starlette endpoint, or call it as
+    ``await response(scope, receive, send)``.
     Each response serves one request; the stream is closed (``aclose()``)
     when the response ends, whatever the reason.
 
+    A stream that reads like a trio channel (``receive()``, whose
+    cancellation loses nothing, and ``receive_nowait()``: a
+    :class:`~trio_sse.BroadcastStream` or a trio memory channel) is read by
+    the writer itself, which takes every ready event without a task switch.
+    Any other
+    async iterable is read by a task of its own, so keep-alives never cancel
+    an async generator.
+
     :param config: keep-alive, write timeout, ``retry`` and coalescing
-        settings (default :class:`SseConfig`).
+        settings (default :class:`~trio_sse.SseConfig`).
     :param status: the HTTP status.
     :param headers: extra response headers (a mapping or ``(name, value)``
         pairs); a name also set by default replaces the default.
@@ -185,10 +213,11 @@ def sse_channel(
 ) -> SseResponse:
     """Return a response that runs ``await fn(tx)`` in the response's nursery.
 
-    ``fn`` sends with ``await tx.send(event)`` (see :class:`Sender`). The
-    stream ends when ``fn`` returns. An exception in ``fn`` is logged on the
-    ``trio_sse`` logger with its traceback and ends this stream only. When the
-    client disconnects, ``fn`` is cancelled at once.
+    ``fn`` sends with ``await tx.send(event)`` (see
+    :class:`~trio_sse.Sender`). The stream ends when ``fn`` returns. An
+    exception in ``fn`` is logged on the ``trio_sse`` logger with its
+    traceback and ends this stream only. When the client disconnects, ``fn``
+    is cancelled at once.
     """
     response = SseResponse(_no_stream(), config=config, status=status, headers=headers)
     response._function = fn
@@ -224,12 +253,9 @@ class _Run:
         self.pump_scope = trio.CancelScope()
         self.wait_scope: trio.CancelScope | None = None
         self.stall = trio.CancelScope()
-        stream = self.stream
         # The writer reads channel-like streams itself (cancelling their
         # receive() loses nothing); anything else goes through a pump task.
-        self.direct = response._function is None and isinstance(
-            stream, trio.MemoryReceiveChannel
-        )
+        self.direct = response._function is None and _is_channel(self.stream)
 
     async def run(self) -> None:
         config = self.config
@@ -327,7 +353,7 @@ class _Run:
                 except EndOfChannel:
                     ended = True
                 except Exception:
-                    logger.exception("SSE stream failed; ending the response")
+                    _log_stream_error(self.stream)
                     ended = True
             if self.stopping:
                 if config.shutdown_retry is not None:
@@ -353,14 +379,14 @@ class _Run:
                 except EndOfChannel:
                     ended = True
                 except Exception:
-                    logger.exception("SSE stream failed; ending the response")
+                    _log_stream_error(self.stream)
                     ended = True
                 else:
                     try:
                         if encode:
                             item = _encode(item)
                     except TypeError:
-                        logger.exception("SSE stream failed; ending the response")
+                        _log_stream_error(self.stream)
                         ended = True
                     else:
                         parts.append(item)
@@ -389,10 +415,7 @@ class _Run:
                         async for item in iterator:
                             await send(_encode(item))
                 except Exception:
-                    logger.exception(
-                        "SSE stream %r failed; ending the response",
-                        function if function is not None else self.stream,
-                    )
+                    _log_stream_error(function if function is not None else self.stream)
                 finally:
                     await self._close_stream()
         finally:
