@@ -284,7 +284,10 @@ def running_server(
     peer: Peer, buffer: int, keep_alive: float, log: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(HERE / "peers"), PYTHONUNBUFFERED="1")
+    # An outer PYTHONPATH comes after the peers' directory: it lets a trial
+    # copy of a package be measured without installing it.
+    path = [str(HERE / "peers"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1")
     with log.open("ab") as err:
         proc = subprocess.Popen(
             peer.command(port, buffer, keep_alive),

@@ -69,6 +69,10 @@ def make_app(bc: trio_sse.Broadcaster) -> object:
 async def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     config = trio_sse.SseConfig(keep_alive=args.keep_alive)
+    if args.write_timeout is not None:
+        config = trio_sse.SseConfig(
+            keep_alive=args.keep_alive, write_timeout=args.write_timeout or None
+        )
     bc: trio_sse.Broadcaster[str, trio_sse.Event] = trio_sse.Broadcaster(
         buffer=args.buffer, config=config
     )

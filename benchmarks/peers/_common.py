@@ -28,6 +28,12 @@ def parse_args(description: str) -> argparse.Namespace:
         help="per-subscriber queue size (events beyond it are dropped)",
     )
     parser.add_argument("--keep-alive", type=float, default=15.0)
+    parser.add_argument(
+        "--write-timeout",
+        type=float,
+        default=None,
+        help="trio_sse only: SseConfig.write_timeout (0 disables; default: its own)",
+    )
     args = parser.parse_args()
     raise_nofile()
     return args
