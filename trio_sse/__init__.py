@@ -11,9 +11,15 @@ Edges live in their own modules: :mod:`trio_sse.testing`,
 """
 
 from ._backend import Backend as Backend
+from ._backend import LocalDelivery as LocalDelivery
 from ._backend import MemoryBackend as MemoryBackend
+from ._backend import Replay as Replay
+from ._backend import parse_event_id as parse_event_id
+from ._backend import stamp as stamp
 from ._broadcast import Broadcaster as Broadcaster
+from ._broadcast import BroadcastStatistics as BroadcastStatistics
 from ._broadcast import BroadcastStream as BroadcastStream
+from ._broadcast import KeyStatistics as KeyStatistics
 from ._broadcast import LagPolicy as LagPolicy
 from ._broadcast import cast_events as cast_events
 from ._broadcast import chain as chain
