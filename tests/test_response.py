@@ -842,3 +842,16 @@ def test_last_event_id_from_headers_and_args_objects() -> None:
     assert last_event_id(ParamsLike({}, {"lastEventId": "p"})) == "p"
     assert last_event_id(ParamsLike({}, {})) is None
     assert last_event_id(object()) is None
+
+
+async def test_sender_kept_after_the_response_is_broken() -> None:
+    kept: list[Sender] = []
+
+    async def fn(tx: Sender) -> None:
+        kept.append(tx)
+        await tx.send("only")
+
+    async with open_stream(sse_channel(fn), "/") as s:
+        assert [e.data async for e in s] == ["only"]
+    with pytest.raises(trio.BrokenResourceError):
+        await kept[0].send("late")

@@ -181,8 +181,11 @@ class SseResponse:
     ) -> None:
         if isinstance(status, bool) or not isinstance(status, int):
             raise TypeError(f"status must be an int, got {status!r}")
+        #: The async iterable of events this response streams.
         self.stream = stream
+        #: The stream settings.
         self.config = config if config is not None else SseConfig()
+        #: The HTTP status.
         self.status = status
         #: The response headers as ASGI ``(name, value)`` byte pairs
         #: (``connection: keep-alive`` is added per request on HTTP/1).
@@ -256,6 +259,11 @@ class _Run:
         # The writer reads channel-like streams itself (cancelling their
         # receive() loses nothing); anything else goes through a pump task.
         self.direct = response._function is None and _is_channel(self.stream)
+        # The pump's channel to the writer, unless the writer reads directly.
+        self.channel: (
+            tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]
+            | None
+        ) = None if self.direct else trio.open_memory_channel[bytes](_PUMP_BUFFER)
 
     async def run(self) -> None:
         config = self.config
@@ -285,10 +293,10 @@ class _Run:
                     if shutdown is not None:
                         nursery.start_soon(self._watch_shutdown, shutdown)
                     source: _Source
-                    if self.direct:
+                    if self.channel is None:
                         source = self.stream  # type: ignore[assignment]
                     else:
-                        tx, source = trio.open_memory_channel[bytes](_PUMP_BUFFER)
+                        tx, source = self.channel
                         nursery.start_soon(self._pump, tx)
                     await self._write(source, opening)
                     nursery.cancel_scope.cancel()
@@ -298,6 +306,9 @@ class _Run:
                     config.write_timeout,
                 )
         finally:
+            if self.channel is not None:
+                for end in self.channel:
+                    end.close()
             try:
                 await self._close_stream()
             finally:
