@@ -140,8 +140,12 @@ class Sender:
         ``Event(data=s)``) or bytes already encoded as event-stream blocks.
 
         :raises TypeError: for any other object.
+        :raises trio.BrokenResourceError: if the response has ended.
         """
-        await self._tx.send(_encode(event))
+        try:
+            await self._tx.send(_encode(event))
+        except trio.ClosedResourceError:
+            raise trio.BrokenResourceError("the SSE response has ended") from None
 
 
 class SseResponse:
