@@ -855,3 +855,31 @@ async def test_sender_kept_after_the_response_is_broken() -> None:
         assert [e.data async for e in s] == ["only"]
     with pytest.raises(trio.BrokenResourceError):
         await kept[0].send("late")
+
+
+async def test_generator_that_never_awaits_does_not_starve_others() -> None:
+    ticks = 0
+    seen_ticks: list[int] = []
+
+    async def eager() -> AsyncIterator[str]:
+        for i in range(200):
+            seen_ticks.append(ticks)
+            yield f"e{i}"
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        async with open_stream(SseResponse(eager()), "/") as s:
+            assert len([e async for e in s]) == 200
+        nursery.cancel_scope.cancel()
+    # The pump gives way at least once per bufferful of items (the ticker
+    # may run just before or just after each of those yields).
+    window = 40
+    runs = [seen_ticks[i : i + window] for i in range(0, 200 - window)]
+    assert all(run[0] != run[-1] for run in runs)
+    assert seen_ticks[-1] >= 200 // window

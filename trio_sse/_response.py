@@ -425,10 +425,17 @@ class _Run:
                     if function is not None:
                         await function(Sender(tx))
                     else:
-                        send = tx.send
+                        # The iterator checkpoints (or is about to block) at
+                        # each step already: a queue with room takes the item
+                        # without a second checkpoint.
+                        send, send_nowait = tx.send, tx.send_nowait
                         iterator = self.iterator = aiter(self.stream)
                         async for item in iterator:
-                            await send(_encode(item))
+                            data = _encode(item)
+                            try:
+                                send_nowait(data)
+                            except trio.WouldBlock:
+                                await send(data)
                 except Exception:
                     _log_stream_error(function if function is not None else self.stream)
                 finally:
