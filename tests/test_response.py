@@ -883,3 +883,25 @@ async def test_generator_that_never_awaits_does_not_starve_others() -> None:
     runs = [seen_ticks[i : i + window] for i in range(0, 200 - window)]
     assert all(run[0] != run[-1] for run in runs)
     assert seen_ticks[-1] >= 200 // window
+
+
+async def test_send_that_never_completes(autojump_clock: trio.abc.Clock) -> None:
+    probe = Probe()
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await trio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            await trio.sleep_forever()
+
+    config = SseConfig(write_timeout=30)
+    scope = {"type": "http", "http_version": "1.1", "headers": []}
+    await SseResponse(endless(probe, "a"), config=config)(scope, receive, send)
+    assert probe.closed_at == 30
+    # the final message was tried, shielded, for one second
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert trio.current_time() == 31

@@ -52,6 +52,7 @@ _FINAL_SEND_TIMEOUT = 1.0
 # Longest Last-Event-ID value accepted, in UTF-8 bytes.
 _MAX_ID_BYTES = 256
 
+
 _DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -348,6 +349,7 @@ class _Run:
         receive_nowait = source.receive_nowait
         receive = source.receive
         current_time = trio.current_time
+        send = self._send_message
         WouldBlock = trio.WouldBlock
         EndOfChannel = trio.EndOfChannel
         parts = [opening]
@@ -374,13 +376,19 @@ class _Run:
                 if config.shutdown_retry is not None:
                     parts.append(Event(retry=config.shutdown_retry).encode())
                 if parts:
-                    await self._send_body(b"".join(parts))
+                    body = b"".join(parts)
+                    await send(
+                        {"type": "http.response.body", "body": body, "more_body": True}
+                    )
                 return
             if parts:
                 body = parts[0] if len(parts) == 1 else b"".join(parts)
                 parts = []
                 size = 0
-                if not await self._send_body(body):
+                sent = await send(
+                    {"type": "http.response.body", "body": body, "more_body": True}
+                )
+                if not sent:
                     return
                 if keep_alive is not None:
                     deadline = current_time() + keep_alive
@@ -410,11 +418,6 @@ class _Run:
             if waiting.cancelled_caught and not self.stopping:
                 parts.append(keep_alive_bytes)
                 size = len(keep_alive_bytes)
-
-    async def _send_body(self, body: bytes) -> bool:
-        return await self._send_message(
-            {"type": "http.response.body", "body": body, "more_body": True}
-        )
 
     async def _pump(self, tx: trio.MemorySendChannel[bytes]) -> None:
         """Read the user's stream (or run the channel function) into ``tx``."""
