@@ -111,6 +111,16 @@ async def test_headers_as_pairs_and_own_connection_header() -> None:
         assert stream.headers["x-a"] == "1"
 
 
+def test_stream_must_be_async_iterable() -> None:
+    async def gen() -> AsyncIterator[str]:
+        yield "x"  # pragma: no cover
+
+    with pytest.raises(TypeError, match=r"got function \(call it"):
+        SseResponse(gen)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="async iterable of events, got list"):
+        SseResponse(["a"])  # type: ignore[arg-type]
+
+
 def test_bad_header_and_status_rejected() -> None:
     with pytest.raises(ValueError, match="CR, LF or NUL"):
         SseResponse(timed(), headers={"x-a": "1\r\nx-b: 2"})
@@ -841,6 +851,8 @@ def test_last_event_id_from_headers_and_args_objects() -> None:
     assert last_event_id(QuartLike({"last-event-id": "a\nb"}, {})) is None
     assert last_event_id(ParamsLike({}, {"lastEventId": "p"})) == "p"
     assert last_event_id(ParamsLike({}, {})) is None
+    assert last_event_id(QuartLike({"last-event-id": b"b1"}, {})) == "b1"  # type: ignore[dict-item]
+    assert last_event_id(QuartLike({"last-event-id": b"\xff"}, {})) is None  # type: ignore[dict-item]
     assert last_event_id(object()) is None
 
 

@@ -186,6 +186,12 @@ class SseResponse:
     ) -> None:
         if isinstance(status, bool) or not isinstance(status, int):
             raise TypeError(f"status must be an int, got {status!r}")
+        if not hasattr(stream, "__aiter__") and not _is_channel(stream):
+            hint = " (call it to get the stream)" if callable(stream) else ""
+            raise TypeError(
+                "SseResponse needs an async iterable of events,"
+                f" got {type(stream).__name__}{hint}"
+            )
         #: The async iterable of events this response streams.
         self.stream = stream
         #: The stream settings.
@@ -572,16 +578,28 @@ def last_event_id(scope_or_request: object) -> str | None:
         return _from_scope(scope)
     headers = getattr(obj, "headers", None)
     if headers is not None:
-        value = headers.get("last-event-id")
+        value = _text(headers.get("last-event-id"))
         if value is not None:
-            found = _valid_id(str(value), "header")
+            found = _valid_id(value, "header")
             if found is not None:
                 return found
     params = getattr(obj, "query_params", None)
     if params is None:
         params = getattr(obj, "args", None)
     if params is not None:
-        value = params.get("lastEventId")
+        value = _text(params.get("lastEventId"))
         if value is not None:
-            return _valid_id(str(value), "query")
+            return _valid_id(value, "query")
     return None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            logger.debug("ignoring non-UTF-8 last event id: %r", value)
+            return None
+    return str(value)
