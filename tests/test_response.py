@@ -917,3 +917,42 @@ async def test_send_that_never_completes(autojump_clock: trio.abc.Clock) -> None
     # the final message was tried, shielded, for one second
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert trio.current_time() == 31
+
+
+async def test_broadcast_burst_is_one_chunk() -> None:
+    bc: Broadcaster[str, Event] = Broadcaster()
+    async with open_stream(bc.response(bc.subscribe("k")), "/") as s:
+        await s.receive_chunk()
+        await trio.testing.wait_all_tasks_blocked()
+        events = [Event(f"e{i}", id=str(i)) for i in range(10)]
+        for event in events:
+            bc.send("k", event)
+        assert await s.receive_chunk() == b"".join(e.encode() for e in events)
+
+
+async def test_broadcast_keep_alive_and_shutdown(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    bc: Broadcaster[str, Event] = Broadcaster(
+        config=SseConfig(keep_alive=10, shutdown_retry=5)
+    )
+    shutdown = trio.Event()
+    app = with_shutdown(bc.response(bc.subscribe("k")), shutdown)
+    async with open_stream(app, "/") as s:
+        await s.receive_chunk()
+        assert await s.receive_chunk() == b":\n"
+        assert trio.current_time() == 10
+        bc.send("k", Event("x", id="1"))
+        assert await s.receive_chunk() == b"id: 1\ndata: x\n\n"
+        await trio.sleep(4)
+        bc.send("k", Event("y", id="2"))
+        shutdown.set()
+        rest = []
+        while True:
+            try:
+                rest.append(await s.receive_chunk())
+            except trio.EndOfChannel:
+                break
+        assert b"".join(rest) == b"id: 2\ndata: y\n\nretry: 5000\n\n"
+        assert trio.current_time() == 14
+        assert bc.subscriber_count("k") == 0
