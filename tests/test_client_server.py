@@ -347,3 +347,50 @@ async def test_reads_a_fast_coalesced_stream_in_order() -> None:
             elapsed = trio.current_time() - started
     assert received == list(range(count))
     print(f"\nclient read {count} events in {elapsed:.3f} s: {count / elapsed:,.0f}/s")
+
+
+@pytest.mark.parametrize("keep_alive", [0.05, None])
+async def test_server_keep_alive_keeps_a_quiet_stream_open(
+    keep_alive: float | None,
+) -> None:
+    # The server's keep-alive comments (every 50 ms) reset the client's read
+    # timeout (300 ms) while it reads: a stream quiet for 1 s stays open.
+    # Without keep-alive the same quiet stream times out and reconnects.
+    release = trio.Event()
+
+    async def produce(tx: Sender) -> None:
+        await tx.send(Event("before", id="1"))
+        await release.wait()
+        await tx.send(Event("after", id="2"))
+        await trio.sleep_forever()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            config = SseConfig(keep_alive=keep_alive)
+            await sse_channel(produce, config)(scope, receive, send)
+
+    async def release_later() -> None:
+        await trio.sleep(1.0)
+        release.set()
+
+    with trio.fail_after(LIMIT):
+        async with (
+            serve_app(app) as url,
+            open_event_source(url, timeout=0.3, retry=0.05) as source,
+            trio.open_nursery() as nursery,
+        ):
+            assert (await source.__anext__()).data == "before"
+            nursery.start_soon(release_later)
+            # Reading throughout the quiet second.
+            rest = []
+            async for event in source:
+                rest.append(event.data)
+                if event.data == "after":
+                    break
+    if keep_alive is None:
+        assert source.reconnects >= 1
+        assert isinstance(source.last_error, ReadTimeout)
+        assert rest[-1] == "after"
+    else:
+        assert rest == ["after"]
+        assert source.reconnects == 0
