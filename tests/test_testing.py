@@ -377,3 +377,25 @@ async def test_starlette_endpoint_returning_sse_response(
     assert s.headers["content-type"] == "text/event-stream; charset=utf-8"
     response = await request(app, "GET", "/health")
     assert (response.status, response.text) == (200, "ok")
+
+
+async def test_open_stream_shutdown_event_reaches_the_scope() -> None:
+    shutdown = trio.Event()
+    seen: list[Message] = []
+    async with open_stream(capture_scope(seen), "/", shutdown=shutdown):
+        pass
+    assert seen[0]["trio_sse.shutdown"] is shutdown
+
+
+async def test_open_stream_simulated_shutdown_ends_a_response(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    shutdown = trio.Event()
+    config = SseConfig(shutdown_retry=3)
+    response = SseResponse(endless(), config=config)
+    async with open_stream(response, "/", shutdown=shutdown) as s:
+        assert (await s.__anext__()).data == "e0"
+        shutdown.set()
+        assert [e.data async for e in s] == []
+        assert s.complete
+        assert s.retry == 3000

@@ -269,6 +269,7 @@ async def open_stream(
     method: str = "GET",
     body: bytes = b"",
     http_version: str = "1.1",
+    shutdown: trio.Event | None = None,
 ) -> AsyncIterator[EventStream]:
     """Open a request to ``app`` and read its response as an event stream.
 
@@ -281,8 +282,12 @@ async def open_stream(
     :param headers: request headers (a mapping or ``(name, value)`` pairs).
     :param body: the request body, delivered as one ``http.request``.
     :param http_version: the scope's ``http_version`` (``"2"`` for HTTP/2).
+    :param shutdown: put in the scope as ``scope["trio_sse.shutdown"]``, as
+        :func:`~trio_sse.serve` does; set it to simulate a server shutdown.
     """
     scope = _make_scope(method, path, headers, http_version)
+    if shutdown is not None:
+        scope["trio_sse.shutdown"] = shutdown
     to_client, messages = trio.open_memory_channel[Message](0)
     failure: list[Exception] = []
     stream = EventStream(messages, failure)
