@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -18,6 +19,7 @@ import pytest
 import trio
 from conftest import serve_app
 
+import trio_sse
 from trio_sse import (
     Broadcaster,
     BroadcastStream,
@@ -394,3 +396,61 @@ async def test_server_keep_alive_keeps_a_quiet_stream_open(
     else:
         assert rest == ["after"]
         assert source.reconnects == 0
+
+
+async def test_survives_a_server_restart_on_the_same_port() -> None:
+    # Server A shuts down gracefully (its stream ends with a short final
+    # retry:); a second later server B comes up on the same port; the client,
+    # refused and backing off meanwhile, resumes there with Last-Event-ID.
+    seen_ids: list[str | None] = []
+
+    def app_for(name: str) -> Any:
+        async def produce(tx: Sender) -> None:
+            await tx.send(Event(f"{name} hello", id=f"{name}-1"))
+            await trio.sleep_forever()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                seen_ids.append(last_event_id(scope))
+                config = SseConfig(shutdown_retry=0.1)
+                await sse_channel(produce, config)(scope, receive, send)
+
+        return app
+
+    a_stopped = trio.Event()
+    server_a = trio.CancelScope()
+
+    async def run_a(task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            with server_a:
+                await trio_sse.serve(
+                    app_for("a"), "127.0.0.1", 0, task_status=task_status
+                )
+        finally:
+            a_stopped.set()
+
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            url = (await nursery.start(run_a))[0]
+            port = int(url.rsplit(":", 1)[1])
+            async with open_event_source(url, timeout=5.0) as source:
+                assert (await source.__anext__()).data == "a hello"
+                async with trio.open_nursery() as reading:
+                    # Keep reading while server A goes away and B comes up.
+                    reading.start_soon(source.__anext__)
+                    server_a.cancel()
+                    await a_stopped.wait()
+                    # Nothing listens for a second: the client's attempts
+                    # (0.1 s, then backing off) are refused.
+                    await trio.sleep(1.0)
+                    urls_b = await nursery.start(
+                        partial(trio_sse.serve, app_for("b"), "127.0.0.1", port)
+                    )
+                    assert urls_b == [url]
+                assert source.last_event_id == "b-1"
+                assert source.retry == 0.1
+                assert source.reconnects >= 2
+                assert isinstance(source.last_error, NetworkError)
+            nursery.cancel_scope.cancel()
+    assert seen_ids[0] is None
+    assert seen_ids[-1] == "a-1"
