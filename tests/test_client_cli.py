@@ -213,3 +213,31 @@ async def test_ctrl_c_exits_130_without_traceback() -> None:
     assert returncode == 130
     assert b"Traceback" not in stderr, stderr.decode()
     assert [json.loads(line)["id"] for line in output.splitlines()] == ["1", "2", "3"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+async def test_closed_stdout_exits_quietly() -> None:
+    # Like ``python -m trio_sse.client URL | head -1``.
+    many = [Event(f"event {n}" + "x" * 1000, id=str(n)) for n in range(200)]
+    app = App(*many, hang=True)
+    with trio.fail_after(LIMIT):
+        async with serve_app(app) as url, trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    command(url),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=environment(),
+                    check=False,
+                )
+            )
+            assert process.stdout is not None and process.stderr is not None
+            assert await process.stdout.receive_some()
+            await process.stdout.aclose()
+            stderr = b""
+            while chunk := await process.stderr.receive_some():
+                stderr += chunk
+            returncode = await process.wait()
+    assert returncode == 0, stderr.decode()
+    assert stderr == b""
