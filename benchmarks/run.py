@@ -188,7 +188,7 @@ LIBS = (TRIO_SSE, "sse-starlette/uvicorn", "sse-starlette/hypercorn-trio")
 
 
 def make_scenarios(quick: bool) -> dict[str, Scenario]:
-    cap = 15.0 if quick else 20.0
+    cap = 12.0
     scenarios = [
         Scenario(
             "fanout-1k",
@@ -216,7 +216,7 @@ def make_scenarios(quick: bool) -> dict[str, Scenario]:
         Scenario(
             "burst-100",
             "stream",
-            (*LIBS, "aiohttp-sse", "raw-trio", "node-http"),
+            (*LIBS, "node-http"),
             conns=100,
             events=20000,
             size=64,
@@ -565,6 +565,17 @@ def machine() -> dict[str, str]:
     }
 
 
+def revision() -> str:
+    """The checkout's commit, with ``-dirty`` when trio_sse/ has local edits."""
+    git = shutil.which("git")
+    if not git:
+        return "unknown"
+    run = subprocess.run
+    head = run([git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True)
+    dirty = run([git, "diff", "--quiet", "HEAD", "--", "trio_sse"], cwd=REPO)
+    return head.stdout.decode().strip() + ("-dirty" if dirty.returncode else "")
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -651,7 +662,17 @@ def main() -> None:
     parser.add_argument("--peers", help="comma-separated subset")
     parser.add_argument("--reinstall", action="store_true")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/ alone")
+    parser.add_argument(
+        "--report", metavar="JSON", help="only redo table, plot and doc from a result"
+    )
     opts = parser.parse_args()
+
+    if opts.report:
+        ensure_env(False)
+        info = json.loads(Path(opts.report).read_text())
+        scenarios = make_scenarios(info["quick"])
+        report(info, scenarios, write_doc=not opts.no_doc)
+        return
 
     ensure_env(opts.reinstall)
     build_loadgen()
@@ -729,6 +750,7 @@ def main() -> None:
         "date": stamp.isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": versions(),
+        "revision": revision(),
         "runs": runs,
         "quick": opts.quick,
         "elapsed_s": round(elapsed, 1),
@@ -744,19 +766,26 @@ def main() -> None:
     out.write_text(json.dumps(info, indent=1))
     (RESULTS / "latest.json").write_text(json.dumps(info, indent=1))
 
+    print(f"results: {out.relative_to(REPO)}")
+    report(info, scenarios, write_doc=not opts.no_doc)
+
+
+def report(info: dict[str, Any], scenarios: dict[str, Scenario], write_doc: bool):
+    """Print the tables; write latest.md, and the plot and doc block if asked."""
     m = info["machine"]
+    runs = info["runs"]
     header = (
-        f"Run of {info['date']} ({'quick, ' if opts.quick else ''}"
+        f"Run of {info['date']} ({'quick, ' if info['quick'] else ''}"
         f"median of {runs} run{'s' if runs > 1 else ''} per figure, "
-        f"{elapsed / 60:.1f} min): {m['nproc']} × {m['cpu']}, Linux {m['kernel']}, "
-        f"Python {m['python']}, Node {m['node'] or '–'}.\n"
+        f"{info['elapsed_s'] / 60:.1f} min): {m['nproc']} × {m['cpu']}, "
+        f"Linux {m['kernel']}, Python {m['python']}, Node {m['node'] or '–'}; "
+        f"trio_sse at {info.get('revision', 'unknown')}.\n"
     )
-    text = header + tables(summary, scenarios)
+    text = header + tables(info["summary"], scenarios)
     (RESULTS / "latest.md").write_text(text)
     print("\n" + text)
-    print(f"results: {out.relative_to(REPO)}")
-    if not opts.no_doc:
-        plot(summary, PLOT)
+    if write_doc:
+        plot(info["summary"], PLOT)
         update_doc(text)
         print(f"plot: {PLOT.relative_to(REPO)}")
 
