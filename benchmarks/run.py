@@ -272,7 +272,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(5)
+            proc.wait(3)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -612,7 +612,14 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         for p in summary[s]:
             if p not in peers:
                 peers.append(p)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    from matplotlib.patches import Patch
+
+    idle = summary.get("idle", {})
+    ncols = 3 if idle else 2
+    fig, axes = plt.subplots(
+        1, ncols, figsize=(5.5 * ncols, 4.8), width_ratios=[3, 3, 2][:ncols]
+    )
+    handles = []
     width = 0.8 / max(1, len(peers))
     for i, peer in enumerate(peers):
         xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(scen))]
@@ -622,18 +629,48 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             st = summary[s].get(peer, {})
             key = "lateness_p99_ms" if s == "paced" else "latency_p99_ms"
             p99.append(st.get(key) or 0)
-        axes[0].bar(xs, rates, width, label=peer)
-        axes[1].bar(xs, p99, width, label=peer)
+        capped = [
+            (summary[s].get(peer, {}).get("delivered_pct") or 100) < 100 for s in scen
+        ]
+        hatch = ["//" if c else "" for c in capped]
+        bars = axes[0].bar(xs, rates, width)
+        color = bars.patches[0].get_facecolor() if bars.patches else None
+        handles.append(Patch(facecolor=color, label=peer))
+        for bar, h in zip(bars.patches, hatch, strict=True):
+            bar.set_hatch(h)
+        for bar, h in zip(
+            axes[1].bar(xs, p99, width, color=color).patches, hatch, strict=True
+        ):
+            bar.set_hatch(h)
     for ax, title in (
         (axes[0], "delivered events/s (higher is better)"),
-        (axes[1], "p99 latency; paced: p99 lateness, ms (lower is better)"),
+        (axes[1], "p99 latency ms; paced: p99 lateness (lower is better)"),
     ):
         ax.set_xticks(range(len(scen)), scen)
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("SSE fan-out over HTTP, server on one core, load client on another")
+    if idle:
+        colors = {h.get_label(): h.get_facecolor() for h in handles}
+        targets = sorted(
+            {t for st in idle.values() for t in st if t != "runs"}, key=int
+        )
+        names = list(idle)
+        w = 0.8 / max(1, len(names))
+        for i, peer in enumerate(names):
+            xs = [j + (i - (len(names) - 1) / 2) * w for j in range(len(targets))]
+            ys = [idle[peer].get(t, {}).get("rss_kib_per_conn") or 0 for t in targets]
+            axes[2].bar(xs, ys, w, color=colors.get(peer))
+        axes[2].set_xticks(range(len(targets)), [f"{int(t):,} idle" for t in targets])
+        axes[2].set_title("RSS per idle connection, KiB (lower is better)", fontsize=10)
+        axes[2].grid(axis="y", alpha=0.3)
+    handles.append(Patch(facecolor="white", hatch="//", label="time limit hit"))
+    axes[0].legend(handles=handles, fontsize=8)
+    fig.suptitle(
+        "SSE fan-out over HTTP, server on one core, load client on another\n"
+        "(hatched: not everything delivered within the time limit)",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

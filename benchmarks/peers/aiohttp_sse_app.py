@@ -75,6 +75,7 @@ def main() -> None:
         access_log=None,
         print=None,
         backlog=1024,
+        shutdown_timeout=1,
     )
 
 
