@@ -138,6 +138,12 @@ def make_peers() -> dict[str, Peer]:
             "aiohttp on uvloop; per-subscriber asyncio.Queue",
         ),
         Peer(
+            "hypercorn-bare",
+            (py, str(peers / "hypercorn_bare.py")),
+            "floor: raw ASGI on Hypercorn's trio worker, channel + watcher task",
+            ceiling=True,
+        ),
+        Peer(
             "raw-trio",
             (py, str(peers / "raw_trio.py")),
             "ceiling: trio sockets, no HTTP framework, encode once",
@@ -181,6 +187,7 @@ ALL_STREAM = (
     "sse-starlette/uvicorn",
     "sse-starlette/hypercorn-trio",
     "aiohttp-sse",
+    "hypercorn-bare",
     "raw-trio",
     "node-http",
 )
@@ -227,7 +234,7 @@ def make_scenarios(quick: bool) -> dict[str, Scenario]:
         Scenario(
             "idle",
             "idle",
-            LIBS,
+            (*LIBS, "hypercorn-bare"),
             stages="5000:20,10000:20" if not quick else "5000:20",
             about="idle connections held 20 s (keep-alive every 15 s): "
             "5,000 then 10,000",
