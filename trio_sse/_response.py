@@ -266,7 +266,9 @@ class _Run:
         self.nursery_scope: trio.CancelScope | None = None
         self.pump_scope = trio.CancelScope()
         self.wait_scope: trio.CancelScope | None = None
-        self.stall = trio.CancelScope()
+        # When the current send started, and whether a write timed out.
+        self.send_started = 0.0
+        self.stalled = False
         # The writer reads channel-like streams itself (cancelling their
         # receive() loses nothing); anything else goes through a pump task.
         self.direct = response._function is None and _is_channel(self.stream)
@@ -287,31 +289,30 @@ class _Run:
             comment() if config.retry is None else Event(retry=config.retry).encode()
         )
         try:
-            with self.stall:
+            async with trio.open_nursery() as nursery:
+                self.nursery_scope = nursery.cancel_scope
+                if config.write_timeout is not None:
+                    nursery.start_soon(self._watch_writes, config.write_timeout)
+                nursery.start_soon(self._watch_disconnect)
+                shutdown = self.scope.get("trio_sse.shutdown")
+                if shutdown is not None:
+                    nursery.start_soon(self._watch_shutdown, shutdown)
+                source: _Source
+                if self.channel is None:
+                    source = self.stream  # type: ignore[assignment]
+                else:
+                    tx, source = self.channel
+                    nursery.start_soon(self._pump, tx)
                 self.started = True
-                if not await self._send_message(
-                    {
-                        "type": "http.response.start",
-                        "status": self.response.status,
-                        "headers": headers,
-                    }
-                ):
-                    return
-                async with trio.open_nursery() as nursery:
-                    self.nursery_scope = nursery.cancel_scope
-                    nursery.start_soon(self._watch_disconnect)
-                    shutdown = self.scope.get("trio_sse.shutdown")
-                    if shutdown is not None:
-                        nursery.start_soon(self._watch_shutdown, shutdown)
-                    source: _Source
-                    if self.channel is None:
-                        source = self.stream  # type: ignore[assignment]
-                    else:
-                        tx, source = self.channel
-                        nursery.start_soon(self._pump, tx)
+                start = {
+                    "type": "http.response.start",
+                    "status": self.response.status,
+                    "headers": headers,
+                }
+                if await self._send_message(start):
                     await self._write(source, opening)
-                    nursery.cancel_scope.cancel()
-            if self.stall.cancelled_caught:
+                nursery.cancel_scope.cancel()
+            if self.stalled:
                 logger.info(
                     "SSE client did not read for %s s; response ended",
                     config.write_timeout,
@@ -327,11 +328,12 @@ class _Run:
                     await self._finish()
 
     async def _send_message(self, message: Message) -> bool:
-        """Send under the write timeout; return ``False`` if the client is gone."""
-        timeout = self.config.write_timeout
-        stall = self.stall
-        if timeout is not None:
-            stall.deadline = trio.current_time() + timeout
+        """Send one message; return ``False`` if the client is gone.
+
+        :meth:`_watch_writes` cuts the response off if this takes longer
+        than the write timeout.
+        """
+        self.send_started = trio.current_time()
         self.sending = True
         try:
             await self.send(message)
@@ -341,9 +343,35 @@ class _Run:
             return False
         finally:
             self.sending = False
-        if timeout is not None:
-            stall.deadline = math.inf
         return not self.done
+
+    async def _watch_writes(self, limit: float) -> None:
+        """End the response when one send takes longer than ``limit`` seconds.
+
+        A task of its own, not a cancel scope around the send: servers such
+        as Hypercorn's trio worker write inside a shielded scope, which
+        would hold off the cancellation until the stuck write returns. This
+        task still closes the stream on time. It wakes once per ``limit``
+        at most, and the writer pays two attribute stores per send.
+        """
+        current_time = trio.current_time
+        check_at = current_time() + limit
+        while True:
+            await trio.sleep_until(check_at)
+            if not self.sending:
+                check_at = current_time() + limit
+                continue
+            check_at = self.send_started + limit
+            if current_time() >= check_at:
+                break
+        self.stalled = True
+        self.done = True
+        if self.nursery_scope is not None:
+            self.nursery_scope.cancel()
+        # The writer may be stuck in a shielded write: close the stream now
+        # (a pump task closes its own on cancellation).
+        if self.direct:
+            await self._close_stream()
 
     async def _write(self, source: _Source, opening: bytes) -> None:
         """The writer loop: coalesce ready items, keep the connection alive."""
