@@ -1013,3 +1013,14 @@ async def test_write_timeout_counts_from_the_start_of_the_stuck_write(
         await probe.closed.wait()
         assert probe.closed_at == 77
         release.set()
+
+
+async def test_anyio_stream_goes_through_the_pump() -> None:
+    import anyio
+
+    send, receive = anyio.create_memory_object_stream[str](10)
+    send.send_nowait("a")
+    send.send_nowait("b")
+    send.close()
+    async with open_stream(SseResponse(receive), "/") as s:
+        assert [e.data async for e in s] == ["a", "b"]

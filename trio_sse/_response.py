@@ -69,9 +69,20 @@ class _Source(Protocol):
 
 
 def _is_channel(stream: object) -> bool:
-    """Whether ``stream`` reads like a trio channel (``receive``/``receive_nowait``)."""
-    return callable(getattr(stream, "receive_nowait", None)) and callable(
-        getattr(stream, "receive", None)
+    """Whether the writer may read ``stream`` like a trio channel.
+
+    True for trio receive channels and for trio_sse's own streams
+    (:class:`~trio_sse.BroadcastStream` and its views), whose ``receive()``
+    loses nothing when cancelled and whose ``receive_nowait()`` raises
+    :exc:`trio.WouldBlock`. Other objects with methods of those names (an
+    anyio stream raises its own ``WouldBlock``) go through the pump.
+    """
+    if isinstance(stream, trio.abc.ReceiveChannel):
+        return True
+    return (
+        type(stream).__module__.startswith("trio_sse.")
+        and callable(getattr(stream, "receive_nowait", None))
+        and callable(getattr(stream, "receive", None))
     )
 
 
@@ -159,11 +170,9 @@ class SseResponse:
     Each response serves one request; the stream is closed (``aclose()``)
     when the response ends, whatever the reason.
 
-    A stream that reads like a trio channel (``receive()``, whose
-    cancellation loses nothing, and ``receive_nowait()``: a
-    :class:`~trio_sse.BroadcastStream` or a trio memory channel) is read by
-    the writer itself, which takes every ready event without a task switch.
-    Any other
+    A :class:`~trio_sse.BroadcastStream` (and what ``bc.response()`` makes
+    of it) or a trio receive channel is read by the writer itself, which
+    takes every ready event without a task switch. Any other
     async iterable is read by a task of its own, so keep-alives never cancel
     an async generator.
 
