@@ -361,7 +361,8 @@ class _Run:
         as Hypercorn's trio worker write inside a shielded scope, which
         would hold off the cancellation until the stuck write returns. This
         task still closes the stream on time. It wakes once per ``limit``
-        at most, and the writer pays two attribute stores per send.
+        at most; the writer pays a clock read and two attribute stores per
+        send.
         """
         current_time = trio.current_time
         check_at = current_time() + limit
