@@ -227,8 +227,7 @@ class MemoryBackend(Generic[K, T]):
             raise RuntimeError("MemoryBackend is not attached to a Broadcaster")
         self._seq = seq = self._seq + 1
         event_id = self._prefix + str(seq)
-        if isinstance(item, Event) and item.id is None:
-            item = item.with_id(event_id)  # type: ignore[assignment]
+        item = stamp(item, event_id)
         if self.history:
             history = self._histories.get(key)
             if history is None:
