@@ -3,8 +3,9 @@
 Compares ``Broadcaster.send`` with the loops the peers run: a
 ``put_nowait`` over per-subscriber ``asyncio.Queue``s (aiohttp-sse and the
 usual sse-starlette recipe on asyncio) and a ``send_nowait`` over
-per-subscriber anyio memory object streams (sse-starlette on trio), plus a
-bare ``trio.MemorySendChannel.send_nowait`` loop as the floor.
+per-subscriber anyio memory object streams (sse-starlette on trio), a bare
+``trio.MemorySendChannel.send_nowait`` loop (what a Broadcaster built on trio
+channels cannot go below) and a ``deque.append`` loop (no wake-up at all).
 
 Each round subscribes ``--subscribers`` streams, sends ``--events`` events
 (timed), then closes the streams. Prints one JSON object: the median over
@@ -121,11 +122,27 @@ def bench_asyncio_queues(subs: int, events: int, rounds: int) -> float:
     return _median_ns(asyncio.run(main()))
 
 
+def bench_deque_append(subs: int, events: int, rounds: int) -> float:
+    """No channel at all: one deque per subscriber, the lower bound of a loop."""
+    import collections
+
+    out = []
+    for _ in range(rounds):
+        queues = [collections.deque() for _ in range(subs)]
+        t0 = time.perf_counter_ns()
+        for seq in range(events):
+            item = (str(seq), DATA)
+            for queue in queues:
+                queue.append(item)
+        out.append((time.perf_counter_ns() - t0) / (events * subs))
+    return _median_ns(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     n, e, r = args.subscribers, args.events, args.rounds
     result = {
@@ -141,7 +158,8 @@ def main() -> None:
             "anyio stream send_nowait loop (asyncio)": bench_anyio_streams(
                 n, e, r, "asyncio"
             ),
-            "trio channel send_nowait loop (floor)": bench_trio_channels(n, e, r),
+            "trio channel send_nowait loop": bench_trio_channels(n, e, r),
+            "deque.append loop (lower bound, no wake-up)": bench_deque_append(n, e, r),
         },
     }
     print(json.dumps(result))
