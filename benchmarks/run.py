@@ -743,6 +743,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, quick 1)")
     parser.add_argument("--scenarios", help="comma-separated subset")
     parser.add_argument("--peers", help="comma-separated subset")
+    parser.add_argument(
+        "--gc-threshold",
+        metavar="G0,G1,G2",
+        help="gc.set_threshold() in every Python server (default: Python's)",
+    )
     parser.add_argument("--reinstall", action="store_true")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/ alone")
     parser.add_argument(
@@ -758,6 +763,8 @@ def main() -> None:
         return
 
     ensure_env(opts.reinstall)
+    if opts.gc_threshold:
+        os.environ["SSE_BENCH_GC_THRESHOLD"] = opts.gc_threshold
     build_loadgen()
     raise_nofile()
     RESULTS.mkdir(exist_ok=True)
@@ -828,6 +835,7 @@ def main() -> None:
         "revision": revision(),
         "runs": runs,
         "quick": opts.quick,
+        "gc_threshold": opts.gc_threshold,
         "elapsed_s": round(elapsed, 1),
         "scenarios": {
             k: {f: getattr(v, f) for f in ("about", "conns", "events", "size", "rate")}

@@ -9,6 +9,8 @@ derives latency (receive - sent) and lateness (receive - scheduled) from them.
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -36,6 +38,9 @@ def parse_args(description: str) -> argparse.Namespace:
     )
     args = parser.parse_args()
     raise_nofile()
+    threshold = os.environ.get("SSE_BENCH_GC_THRESHOLD")
+    if threshold:  # run.py --gc-threshold: the same setting for every server
+        gc.set_threshold(*(int(x) for x in threshold.split(",")))
     return args
 
 
