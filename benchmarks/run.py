@@ -563,7 +563,7 @@ def tables(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
             )
             lines.append(
                 "| server | connections | held | with keep-alive | "
-                "RSS KiB/conn | server ÷ trio_sse | RSS MiB |"
+                "RSS KiB/conn | RSS ÷ trio_sse's | RSS MiB |"
             )
             lines.append("|---|---:|---:|---:|---:|---:|---:|")
             for t in targets:
@@ -582,7 +582,7 @@ def tables(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
         elif sc.kind == "inproc":
             costs = data["ns_per_subscriber"]
             base = costs.get("trio_sse Broadcaster.send")
-            lines.append("| fan-out loop | ns per subscriber | ÷ trio_sse |")
+            lines.append("| fan-out loop | ns per subscriber | cost ÷ trio_sse's |")
             lines.append("|---|---:|---:|")
             for loop, ns in costs.items():
                 lines.append(f"| {loop} | {ns:.0f} | {ratio(ns, base)} |")
