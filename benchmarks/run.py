@@ -303,7 +303,6 @@ def running_server(
             stdout=err,
             stderr=err,
             env=env,
-            preexec_fn=raise_nofile,
             start_new_session=True,
         )
         try:
@@ -333,7 +332,6 @@ def run_loadgen(args: list[str], server: subprocess.Popen[bytes], wall_cap: floa
         cmd,
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=raise_nofile,
         start_new_session=True,
     )
     records: list[dict[str, Any]] = []
