@@ -35,7 +35,41 @@ def category(frame: str) -> str:
     return "other (stdlib, ...)"
 
 
+# Buckets for "where the time goes", first match wins (checked on the whole
+# stack of a sample, from the rules' order).
+BUCKETS = (
+    # py-spy often sees only the innermost frames of a resumed coroutine, so
+    # the send path is also recognised by its inner frames.
+    (
+        "Hypercorn send path (ASGI send -> h11 -> lock -> socket)",
+        (
+            "HTTPStream.app_send",
+            "stream_send",
+            "_send_h11_event",
+            "protocol_send",
+            "h11/",
+            "trio/_socket.py",
+            "trio/_highlevel_socket.py",
+            "trio/_sync.py",
+        ),
+    ),
+    ("publisher: Broadcaster.send fan-out", ("Broadcaster.send",)),
+    ("trio_sse response writer (drain, encode, join)", ("_Run._write",)),
+    ("trio_sse response, other", ("trio_sse/_response.py",)),
+    ("Hypercorn reads / connection handling", ("hypercorn/",)),
+    ("trio scheduler and I/O wait bookkeeping", ("trio/_core/",)),
+)
+
+
+def bucket(frames: list[str]) -> str:
+    for name, needles in BUCKETS:
+        if any(n in f for f in frames for n in needles):
+            return name
+    return "other"
+
+
 def summarise(path: Path, top: int) -> str:
+    by_bucket: collections.Counter[str] = collections.Counter()
     self_by_cat: collections.Counter[str] = collections.Counter()
     self_by_fn: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
@@ -48,6 +82,7 @@ def summarise(path: Path, top: int) -> str:
         frames = stack.split(";")
         total += count
         leaf = frames[-1]
+        by_bucket[bucket(frames)] += count
         self_by_cat[category(leaf)] += count
         self_by_fn[leaf] += count
         seen = set()
@@ -60,7 +95,10 @@ def summarise(path: Path, top: int) -> str:
                 incl[key] += count
     if not total:
         return "no samples\n"
-    out = [f"{total} samples (CPU only, idle excluded)\n", "self time by package:"]
+    out = [f"{total} samples (CPU only, idle excluded)\n", "where the time goes:"]
+    for name, n in by_bucket.most_common():
+        out.append(f"  {100 * n / total:5.1f} %  {name}")
+    out.append("\nself time by package:")
     for cat, n in self_by_cat.most_common():
         out.append(f"  {100 * n / total:5.1f} %  {cat}")
     out.append("\nhottest functions (self):")
