@@ -255,6 +255,32 @@ async def _no_stream() -> AsyncIterator[EventLike]:
 class _Run:
     """State of one served response."""
 
+    __slots__ = (
+        "channel",
+        "config",
+        "direct",
+        "done",
+        "iterator",
+        "last_write",
+        "nursery_scope",
+        "pump_scope",
+        "receive",
+        "recheck",
+        "response",
+        "scope",
+        "send",
+        "send_started",
+        "sending",
+        "stalled",
+        "started",
+        "stopping",
+        "stream",
+        "stream_closed",
+        "wait_scope",
+        "waiting",
+        "watch_scope",
+    )
+
     def __init__(
         self, response: SseResponse, scope: Scope, receive: Receive, send: Send
     ) -> None:
@@ -269,14 +295,21 @@ class _Run:
         # The writer must stop: the stream was closed under it or the
         # client is gone.
         self.done = False
+        # What the writer is doing: in a send, or waiting for the source.
         self.sending = False
+        self.waiting = False
         self.stopping = False
         self.started = False
         self.nursery_scope: trio.CancelScope | None = None
         self.pump_scope = trio.CancelScope()
+        # The writer's wait (it spans many events) and the watcher's timer.
         self.wait_scope: trio.CancelScope | None = None
-        # When the current send started, and whether a write timed out.
+        self.watch_scope: trio.CancelScope | None = None
+        # When the current send started, when the last one ended, whether
+        # the watcher waits for the end of this send, whether a write timed out.
         self.send_started = 0.0
+        self.last_write = 0.0
+        self.recheck = False
         self.stalled = False
         # The writer reads channel-like streams itself (cancelling their
         # receive() loses nothing); anything else goes through a pump task.
@@ -287,22 +320,25 @@ class _Run:
             | None
         ) = None if self.direct else trio.open_memory_channel[bytes](_PUMP_BUFFER)
 
-    async def run(self) -> None:
-        config = self.config
+    def _start_message(self) -> Message:
         headers = list(self.response.headers)
         if self.scope.get("http_version", "1.1") in ("1.0", "1.1") and all(
             name != b"connection" for name, _ in headers
         ):
             headers.append((b"connection", b"keep-alive"))
-        opening = (
-            comment() if config.retry is None else Event(retry=config.retry).encode()
-        )
+        return {
+            "type": "http.response.start",
+            "status": self.response.status,
+            "headers": headers,
+        }
+
+    async def run(self) -> None:
+        config = self.config
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery_scope = nursery.cancel_scope
-                if config.write_timeout is not None:
-                    nursery.start_soon(self._watch_writes, config.write_timeout)
-                nursery.start_soon(self._watch_disconnect)
+                self.last_write = trio.current_time()
+                nursery.start_soon(self._watch)
                 shutdown = self.scope.get("trio_sse.shutdown")
                 if shutdown is not None:
                     nursery.start_soon(self._watch_shutdown, shutdown)
@@ -313,13 +349,8 @@ class _Run:
                     tx, source = self.channel
                     nursery.start_soon(self._pump, tx)
                 self.started = True
-                start = {
-                    "type": "http.response.start",
-                    "status": self.response.status,
-                    "headers": headers,
-                }
-                if await self._send_message(start):
-                    await self._write(source, opening)
+                if await self._send_message(self._start_message()):
+                    await self._write(source)
                 nursery.cancel_scope.cancel()
             if self.stalled:
                 logger.info(
@@ -339,8 +370,8 @@ class _Run:
     async def _send_message(self, message: Message) -> bool:
         """Send one message; return ``False`` if the client is gone.
 
-        :meth:`_watch_writes` cuts the response off if this takes longer
-        than the write timeout.
+        :meth:`_watch` cuts the response off if this takes longer than the
+        write timeout. (The writer's loop does the same inline.)
         """
         self.send_started = trio.current_time()
         self.sending = True
@@ -352,116 +383,197 @@ class _Run:
             return False
         finally:
             self.sending = False
+        self.last_write = trio.current_time()
+        if self.recheck:
+            self.recheck = False
+            if self.watch_scope is not None:
+                self.watch_scope.cancel()
         return not self.done
 
-    async def _watch_writes(self, limit: float) -> None:
-        """End the response when one send takes longer than ``limit`` seconds.
+    async def _write(self, source: _Source) -> None:
+        """The writer loop: coalesce ready items, keep the connection alive.
 
-        A task of its own, not a cancel scope around the send: servers such
-        as Hypercorn's trio worker write inside a shielded scope, which
-        would hold off the cancellation until the stuck write returns. This
-        task still closes the stream on time. It wakes once per ``limit``
-        at most; the writer pays a clock read and two attribute stores per
-        send.
+        The writer waits for the source inside a cancel scope that spans
+        many events; it is cancelled only while the writer waits, by
+        :meth:`_watch` when a keep-alive is due and by
+        :meth:`_watch_shutdown`. No cancel scope is made and no deadline
+        moves per event: a send costs two clock reads and a few stores.
         """
-        current_time = trio.current_time
-        check_at = current_time() + limit
-        while True:
-            await trio.sleep_until(check_at)
-            if not self.sending:
-                check_at = current_time() + limit
-                continue
-            check_at = self.send_started + limit
-            if current_time() >= check_at:
-                break
-        self.stalled = True
-        self.done = True
-        if self.nursery_scope is not None:
-            self.nursery_scope.cancel()
-        # The writer may be stuck in a shielded write: close the stream now
-        # (a pump task closes its own on cancellation).
-        if self.direct:
-            await self._close_stream()
-
-    async def _write(self, source: _Source, opening: bytes) -> None:
-        """The writer loop: coalesce ready items, keep the connection alive."""
         config = self.config
         limit = config.coalesce_bytes
-        keep_alive = config.keep_alive or None
         keep_alive_bytes = comment()
         encode = self.direct
         receive_nowait = source.receive_nowait
         receive = source.receive
+        send = self.send
         current_time = trio.current_time
-        send = self._send_message
         WouldBlock = trio.WouldBlock
         EndOfChannel = trio.EndOfChannel
+        CancelScope = trio.CancelScope
+        opening = (
+            comment() if config.retry is None else Event(retry=config.retry).encode()
+        )
         parts = [opening]
         size = len(opening)
         ended = False
-        deadline = math.inf
         while True:
-            if not ended:
-                try:
-                    while size < limit:
-                        item = receive_nowait()
-                        if encode:
-                            item = _encode(item)
-                        parts.append(item)
-                        size += len(item)
-                except WouldBlock:
-                    pass
-                except EndOfChannel:
-                    ended = True
-                except Exception:
-                    _log_stream_error(self.stream)
-                    ended = True
-            if self.stopping:
-                if config.shutdown_retry is not None:
-                    parts.append(Event(retry=config.shutdown_retry).encode())
-                if parts:
-                    body = b"".join(parts)
-                    await send(
-                        {"type": "http.response.body", "body": body, "more_body": True}
-                    )
-                return
-            if parts:
-                body = parts[0] if len(parts) == 1 else b"".join(parts)
-                parts = []
-                size = 0
-                sent = await send(
-                    {"type": "http.response.body", "body": body, "more_body": True}
-                )
-                if not sent:
-                    return
-                if keep_alive is not None:
-                    deadline = current_time() + keep_alive
-                continue
-            if ended:
-                return
-            with trio.move_on_at(deadline) as waiting:
-                self.wait_scope = waiting
-                try:
-                    item = await receive()
-                except EndOfChannel:
-                    ended = True
-                except Exception:
-                    _log_stream_error(self.stream)
-                    ended = True
-                else:
+            with CancelScope() as wait_scope:
+                self.wait_scope = wait_scope
+                while True:
+                    if not ended:
+                        try:
+                            while size < limit:
+                                item = receive_nowait()
+                                if encode:
+                                    item = _encode(item)
+                                parts.append(item)
+                                size += len(item)
+                        except WouldBlock:
+                            pass
+                        except EndOfChannel:
+                            ended = True
+                        except Exception:
+                            _log_stream_error(self.stream)
+                            ended = True
+                    if wait_scope.cancel_called:
+                        # Cancelled for a keep-alive or shutdown: never
+                        # send inside a cancelled scope.
+                        break
+                    if self.stopping:
+                        self.wait_scope = None
+                        if config.shutdown_retry is not None:
+                            parts.append(Event(retry=config.shutdown_retry).encode())
+                        if parts:
+                            await self._send_message(
+                                {
+                                    "type": "http.response.body",
+                                    "body": b"".join(parts),
+                                    "more_body": True,
+                                }
+                            )
+                        return
+                    if parts:
+                        body = parts[0] if len(parts) == 1 else b"".join(parts)
+                        parts = []
+                        size = 0
+                        self.send_started = current_time()
+                        self.sending = True
+                        try:
+                            await send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": body,
+                                    "more_body": True,
+                                }
+                            )
+                        except (
+                            OSError,
+                            trio.BrokenResourceError,
+                            trio.ClosedResourceError,
+                        ) as exc:
+                            logger.debug("SSE client gone: %r", exc)
+                            self.done = True
+                        finally:
+                            self.sending = False
+                        if self.done:
+                            return
+                        self.last_write = current_time()
+                        if self.recheck:
+                            # The watcher slept through this send: it now
+                            # counts the keep-alive from its end.
+                            self.recheck = False
+                            if self.watch_scope is not None:
+                                self.watch_scope.cancel()
+                        continue
+                    if ended:
+                        return
+                    self.waiting = True
                     try:
-                        if encode:
-                            item = _encode(item)
-                    except TypeError:
+                        item = await receive()
+                    except EndOfChannel:
+                        ended = True
+                    except Exception:
                         _log_stream_error(self.stream)
                         ended = True
                     else:
-                        parts.append(item)
-                        size = len(item)
+                        try:
+                            if encode:
+                                item = _encode(item)
+                        except TypeError:
+                            _log_stream_error(self.stream)
+                            ended = True
+                        else:
+                            parts.append(item)
+                            size = len(item)
+                    finally:
+                        self.waiting = False
             self.wait_scope = None
-            if waiting.cancelled_caught and not self.stopping:
+            if not parts and not self.stopping:
+                # The wait was cancelled for a keep-alive.
                 parts.append(keep_alive_bytes)
                 size = len(keep_alive_bytes)
+
+    def _check_timers(self, now: float) -> float | None:
+        """Act on due timers; return when to check again (``None``: stalled)."""
+        config = self.config
+        keep_alive = config.keep_alive or None
+        limit = config.write_timeout
+        if self.sending:
+            # A keep-alive is counted from the end of this send.
+            self.recheck = keep_alive is not None
+            if limit is None:
+                return math.inf
+            due = self.send_started + limit
+            return None if now >= due else due
+        check_at = math.inf if limit is None else now + limit
+        if keep_alive is not None:
+            due = self.last_write + keep_alive
+            if now >= due:
+                if self.waiting and self.wait_scope is not None:
+                    self.wait_scope.cancel()
+                due = now + keep_alive
+            check_at = min(check_at, due)
+        return check_at
+
+    async def _watch(self) -> None:
+        """Watch for the disconnect; time keep-alives and the write timeout.
+
+        One task: it waits for ``receive()`` (which only Hypercorn's
+        ``http.disconnect`` ends) under a deadline that moves at most once
+        per keep-alive period or write timeout, never per event. The write
+        timeout is checked here, not by a cancel scope around the send:
+        servers such as Hypercorn's trio worker write inside a shielded
+        scope, which would hold off the cancellation until the stuck write
+        returns. This task still closes the stream on time.
+        """
+        current_time = trio.current_time
+        try:
+            while True:
+                check_at = self._check_timers(current_time())
+                if check_at is None:
+                    self.stalled = True
+                    break
+                with trio.move_on_at(check_at) as timer:
+                    self.watch_scope = timer
+                    try:
+                        message = await self.receive()
+                    except Exception as exc:
+                        logger.debug("SSE receive() failed, client gone: %r", exc)
+                        break
+                    if message.get("type") == "http.disconnect":
+                        break
+                self.watch_scope = None
+            self.watch_scope = None
+            self.done = True
+            if self.nursery_scope is not None:
+                self.nursery_scope.cancel()
+        finally:
+            # A write stuck in the server's shielded socket write: close the
+            # subscription now rather than when that write returns (a pump
+            # task closes its own stream on cancellation).
+            if self.direct and self.sending:
+                self.done = True
+                await self._close_stream()
 
     async def _pump(self, tx: trio.MemorySendChannel[bytes]) -> None:
         """Read the user's stream (or run the channel function) into ``tx``."""
@@ -490,33 +602,12 @@ class _Run:
         finally:
             tx.close()
 
-    async def _watch_disconnect(self) -> None:
-        """Cancel the response when the client disconnects."""
-        try:
-            while True:
-                try:
-                    message = await self.receive()
-                except Exception as exc:
-                    logger.debug("SSE receive() failed, client gone: %r", exc)
-                    break
-                if message.get("type") == "http.disconnect":
-                    break
-            self.done = True
-            if self.nursery_scope is not None:
-                self.nursery_scope.cancel()
-        finally:
-            # A write stuck in the server's shielded socket write: close the
-            # subscription now rather than when that write returns.
-            if self.direct and self.sending:
-                self.done = True
-                await self._close_stream()
-
     async def _watch_shutdown(self, shutdown: trio.Event) -> None:
         """End the stream cleanly when the server begins to shut down."""
         await shutdown.wait()
         self.stopping = True
         self.pump_scope.cancel()
-        if self.wait_scope is not None:
+        if self.waiting and self.wait_scope is not None:
             self.wait_scope.cancel()
 
     async def _close_stream(self) -> None:
