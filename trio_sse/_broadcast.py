@@ -159,7 +159,8 @@ class _Subscription:
         self.pending_lag = 0
         # True from a drop until the subscriber next takes an item.
         self.lagging = False
-        self.replay: deque[_Pair] = deque()
+        # Replayed items still to yield; a deque only when there are some.
+        self.replay: deque[_Pair] | None = None
         self.replay_complete = True
         # A Last-Event-ID whose replay must still be read (async backends).
         self.pending_replay: str | None = None
@@ -171,7 +172,8 @@ class _Subscription:
         # its own snapshot, which retained items would only duplicate.
         self.replay_complete = replay.complete
         if replay.complete:
-            self.replay.extend(replay.items)
+            if replay.items:
+                self.replay = deque(replay.items)
             upto = parse_event_id(last_event_id)
             if replay.items:
                 upto = parse_event_id(replay.items[-1][0]) or upto
@@ -185,7 +187,7 @@ class _Subscription:
             self.broadcaster._unregister(self)
         self.send.close()
         self.receive.close()
-        self.replay.clear()
+        self.replay = None
 
 
 class BroadcastStream(AsyncIterator[T]):
@@ -195,6 +197,8 @@ class BroadcastStream(AsyncIterator[T]):
     exit unsubscribes. Made by :meth:`Broadcaster.subscribe`; a stream made
     by :meth:`cast_events` is a view of the same subscription.
     """
+
+    __slots__ = ("_fn", "_source", "_sub")
 
     def __init__(
         self,
@@ -307,8 +311,9 @@ class BroadcastStream(AsyncIterator[T]):
             raise trio.EndOfChannel
         if sub.pending_replay is not None:
             raise trio.WouldBlock
-        if sub.replay:
-            event_id, item = sub.replay.popleft()
+        replayed = sub.replay
+        if replayed:
+            event_id, item = replayed.popleft()
             sub.last_id = event_id
             return item  # type: ignore[no-any-return]
         if sub.pending_lag:
@@ -738,6 +743,8 @@ async def _aclose(obj: object) -> None:
 class _Closing(AsyncIterator[T]):
     """An async iterator that is also an async context manager."""
 
+    __slots__ = ()
+
     def __aiter__(self) -> Self:
         return self
 
@@ -864,6 +871,8 @@ def chain(*aiterables: AsyncIterable[T]) -> AsyncIterator[T]:
 class _EventsOf(_Closing[Event]):
     """What :meth:`Broadcaster.response` streams: items checked and made events."""
 
+    __slots__ = ("_iterator", "_source")
+
     def __init__(self, source: AsyncIterable[Any]) -> None:
         self._source = source
         self._iterator = aiter(source)
@@ -908,6 +917,8 @@ class _StreamEventsOf(_EventsOf):
     A response can take the events that are ready with :meth:`receive_nowait`
     (and coalesce them) without a task in between.
     """
+
+    __slots__ = ()
 
     _source: BroadcastStream[Any]
 
