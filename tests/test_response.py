@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from trio_sse import (
     Broadcaster,
     Event,
     Sender,
+    ShutdownSignal,
     SseConfig,
     SseResponse,
     last_event_id,
@@ -579,7 +580,14 @@ async def test_one_stalled_reader_does_not_disturb_another(
 # --- shutdown --------------------------------------------------------------------
 
 
-def with_shutdown(app: Any, shutdown: trio.Event) -> Any:
+@pytest.fixture(params=[trio.Event, ShutdownSignal], ids=["trio-event", "signal"])
+def new_shutdown(request: pytest.FixtureRequest) -> Callable[[], Any]:
+    """Both kinds a scope may carry: a plain trio.Event and serve()'s signal."""
+    factory: Callable[[], Any] = request.param
+    return factory
+
+
+def with_shutdown(app: Any, shutdown: Any) -> Any:
     async def wrapped(scope: Message, receive: Any, send: Any) -> None:
         scope["trio_sse.shutdown"] = shutdown
         await app(scope, receive, send)
@@ -587,9 +595,11 @@ def with_shutdown(app: Any, shutdown: trio.Event) -> Any:
     return wrapped
 
 
-async def test_shutdown_ends_stream_with_retry(autojump_clock: trio.abc.Clock) -> None:
+async def test_shutdown_ends_stream_with_retry(
+    autojump_clock: trio.abc.Clock, new_shutdown: Callable[[], Any]
+) -> None:
     probe = Probe()
-    shutdown = trio.Event()
+    shutdown = new_shutdown()
     config = SseConfig(shutdown_retry=0.25, keep_alive=15)
     app = with_shutdown(SseResponse(endless(probe, "a"), config=config), shutdown)
     async with open_stream(app, "/") as s:
@@ -605,9 +615,11 @@ async def test_shutdown_ends_stream_with_retry(autojump_clock: trio.abc.Clock) -
         assert probe.closed_at == 7
 
 
-async def test_shutdown_without_retry_just_ends(autojump_clock: trio.abc.Clock) -> None:
+async def test_shutdown_without_retry_just_ends(
+    autojump_clock: trio.abc.Clock, new_shutdown: Callable[[], Any]
+) -> None:
     probe = Probe()
-    shutdown = trio.Event()
+    shutdown = new_shutdown()
     app = with_shutdown(SseResponse(endless(probe, "a")), shutdown)
     async with open_stream(app, "/") as s:
         assert (await s.__anext__()).data == "a"
@@ -617,8 +629,10 @@ async def test_shutdown_without_retry_just_ends(autojump_clock: trio.abc.Clock) 
         assert s.raw == b":\ndata: a\n\n"
 
 
-async def test_shutdown_already_set_flushes_ready_events() -> None:
-    shutdown = trio.Event()
+async def test_shutdown_already_set_flushes_ready_events(
+    new_shutdown: Callable[[], Any],
+) -> None:
+    shutdown = new_shutdown()
     shutdown.set()
     tx, rx = trio.open_memory_channel[Any](10)
     tx.send_nowait("a")
@@ -630,9 +644,11 @@ async def test_shutdown_already_set_flushes_ready_events() -> None:
     assert s.raw.endswith(b"retry: 1000\n\n")
 
 
-async def test_shutdown_during_a_stalled_write(autojump_clock: trio.abc.Clock) -> None:
+async def test_shutdown_during_a_stalled_write(
+    autojump_clock: trio.abc.Clock, new_shutdown: Callable[[], Any]
+) -> None:
     probe = Probe()
-    shutdown = trio.Event()
+    shutdown = new_shutdown()
     app = with_shutdown(SseResponse(endless(probe, "a", "b")), shutdown)
     async with open_stream(app, "/") as s:
         await s.receive_chunk()
@@ -641,6 +657,17 @@ async def test_shutdown_during_a_stalled_write(autojump_clock: trio.abc.Clock) -
         await probe.closed.wait()
         assert [e.data async for e in s] == ["a", "b"]
         assert s.complete
+
+
+async def test_shutdown_signal_is_a_callback_not_a_task() -> None:
+    shutdown = ShutdownSignal()
+    tx, rx = trio.open_memory_channel[Any](10)
+    app = with_shutdown(SseResponse(rx), shutdown)
+    async with open_stream(app, "/") as s:
+        tx.send_nowait("a")
+        assert (await s.__anext__()).data == "a"
+        assert len(shutdown._callbacks) == 1
+    assert shutdown._callbacks == set()  # unregistered when the response ended
 
 
 # --- sse_channel -------------------------------------------------------------------

@@ -17,6 +17,7 @@ import trio
 from conftest import open_http_stream, serve_app
 
 import trio_sse
+from trio_sse import ShutdownSignal
 from trio_sse._serve import SHUTDOWN_SCOPE_KEY, _listen, _user_timeout_ms
 
 if sys.version_info < (3, 11):
@@ -140,7 +141,7 @@ async def test_scopes_carry_one_shutdown_event_per_serve() -> None:
     http = [s for s in scopes if s["type"] == "http"]
     assert len(http) == 3
     events = [s[SHUTDOWN_SCOPE_KEY] for s in http]
-    assert all(isinstance(e, trio.Event) for e in events)
+    assert all(isinstance(e, ShutdownSignal) for e in events)
     assert events[0] is events[1]
     assert events[0] is not events[2]
     # Set once shutdown began (both servers are stopped by now).

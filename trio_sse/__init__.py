@@ -39,5 +39,6 @@ from ._response import SseResponse as SseResponse
 from ._response import last_event_id as last_event_id
 from ._response import sse_channel as sse_channel
 from ._serve import serve as serve
+from ._shutdown import ShutdownSignal as ShutdownSignal
 
 __version__ = "0.1.0"

@@ -31,6 +31,7 @@ import trio
 from ._config import SseConfig
 from ._errors import Lagged
 from ._event import Event, comment
+from ._shutdown import ShutdownSignal
 
 __all__ = ["Sender", "SseResponse", "last_event_id", "sse_channel"]
 
@@ -260,6 +261,7 @@ class _Run:
         "config",
         "direct",
         "done",
+        "forget_shutdown",
         "iterator",
         "last_write",
         "nursery_scope",
@@ -311,6 +313,8 @@ class _Run:
         self.last_write = 0.0
         self.recheck = False
         self.stalled = False
+        # Unregisters the shutdown callback when the response ends.
+        self.forget_shutdown: Callable[[], None] | None = None
         # The writer reads channel-like streams itself (cancelling their
         # receive() loses nothing); anything else goes through a pump task.
         self.direct = response._function is None and _is_channel(self.stream)
@@ -340,7 +344,10 @@ class _Run:
                 self.last_write = trio.current_time()
                 nursery.start_soon(self._watch)
                 shutdown = self.scope.get("trio_sse.shutdown")
-                if shutdown is not None:
+                if isinstance(shutdown, ShutdownSignal):
+                    # A callback, not a task: one waiting task fewer per stream.
+                    self.forget_shutdown = shutdown.add_callback(self._on_shutdown)
+                elif shutdown is not None:
                     nursery.start_soon(self._watch_shutdown, shutdown)
                 source: _Source
                 if self.channel is None:
@@ -358,6 +365,8 @@ class _Run:
                     config.write_timeout,
                 )
         finally:
+            if self.forget_shutdown is not None:
+                self.forget_shutdown()
             if self.channel is not None:
                 for end in self.channel:
                     end.close()
@@ -603,8 +612,12 @@ class _Run:
             tx.close()
 
     async def _watch_shutdown(self, shutdown: trio.Event) -> None:
-        """End the stream cleanly when the server begins to shut down."""
+        """End the stream cleanly when a plain :class:`trio.Event` is set."""
         await shutdown.wait()
+        self._on_shutdown()
+
+    def _on_shutdown(self) -> None:
+        """End the stream cleanly: the server begins to shut down."""
         self.stopping = True
         self.pump_scope.cancel()
         if self.waiting and self.wait_scope is not None:

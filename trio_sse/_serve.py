@@ -14,11 +14,13 @@ import hypercorn.trio
 import trio
 
 from ._config import SseConfig
+from ._shutdown import ShutdownSignal
 
 __all__ = ["SHUTDOWN_SCOPE_KEY", "serve"]
 
-#: The ASGI scope key under which :func:`serve` puts its shutdown
-#: :class:`trio.Event`; streaming responses end cleanly when it is set.
+#: The ASGI scope key under which :func:`serve` puts its
+#: :class:`~trio_sse.ShutdownSignal`; streaming responses end cleanly when
+#: it is set.
 SHUTDOWN_SCOPE_KEY = "trio_sse.shutdown"
 
 _Scope = MutableMapping[str, Any]
@@ -120,7 +122,7 @@ async def _lifespan(app: _App, scope: _Scope, receive: _Receive, send: _Send) ->
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _wrap(app: _App, shutdown: trio.Event) -> _App:
+def _wrap(app: _App, shutdown: ShutdownSignal) -> _App:
     """Wrap *app* so every http and websocket scope carries *shutdown*."""
 
     async def asgi(scope: _Scope, receive: _Receive, send: _Send) -> None:
@@ -175,8 +177,9 @@ async def serve(
     client that stops reading; the application then receives
     ``http.disconnect``.
 
-    Every ``http`` and ``websocket`` scope carries a :class:`trio.Event` under
-    ``scope["trio_sse.shutdown"]``, one per call, set when shutdown begins:
+    Every ``http`` and ``websocket`` scope carries a
+    :class:`~trio_sse.ShutdownSignal` under ``scope["trio_sse.shutdown"]``,
+    one per call, set when shutdown begins:
     :class:`~trio_sse.SseResponse` ends its stream cleanly when it is set.
 
     Cancelling the caller's scope shuts down gracefully: the event is set,
@@ -199,7 +202,7 @@ async def serve(
     sse_config = config if config is not None else SseConfig()
     hc_config = _hypercorn_config(hypercorn_config, graceful_timeout)
     grace = float(hc_config.graceful_timeout)
-    shutdown = trio.Event()  # tells the application
+    shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
     asgi = _wrap(app, shutdown)
 

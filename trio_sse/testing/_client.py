@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from .._parser import EventParser, MessageEvent
+from .._shutdown import ShutdownSignal
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -269,7 +270,7 @@ async def open_stream(
     method: str = "GET",
     body: bytes = b"",
     http_version: str = "1.1",
-    shutdown: trio.Event | None = None,
+    shutdown: trio.Event | ShutdownSignal | None = None,
 ) -> AsyncIterator[EventStream]:
     """Open a request to ``app`` and read its response as an event stream.
 
