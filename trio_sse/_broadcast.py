@@ -787,15 +787,37 @@ def replay(items: Iterable[T]) -> AsyncIterator[T]:
     return _Replay(items)
 
 
-class _Mapped(_Closing[Event]):
-    def __init__(self, source: AsyncIterable[Any], fn: Callable[[Any], Event]):
+class _EventView(_Closing[Event]):
+    """Events made from the items of ``source``, ids filled from its ``last_id``."""
+
+    __slots__ = ("_iterator", "_source")
+
+    def __init__(self, source: AsyncIterable[Any]) -> None:
         self._source = source
         self._iterator = aiter(source)
-        self._fn = fn
 
     @property
     def last_id(self) -> str | None:
         return getattr(self._source, "last_id", None)
+
+    def _with_id(self, event: Event) -> Event:
+        # The broadcaster's id of the item, for an event that has none.
+        if event.id is None:
+            last_id = self.last_id
+            if last_id is not None:
+                return event.with_id(last_id)
+        return event
+
+    async def aclose(self) -> None:
+        await _aclose(self._source)
+
+
+class _Mapped(_EventView):
+    __slots__ = ("_fn",)
+
+    def __init__(self, source: AsyncIterable[Any], fn: Callable[[Any], Event]):
+        super().__init__(source)
+        self._fn = fn
 
     async def __anext__(self) -> Event:
         event = self._fn(await self._iterator.__anext__())
@@ -804,14 +826,7 @@ class _Mapped(_Closing[Event]):
                 f"cast_events() function must return an Event, "
                 f"got {type(event).__name__}"
             )
-        if event.id is None:
-            last_id = self.last_id
-            if last_id is not None:
-                event = event.with_id(last_id)
-        return event
-
-    async def aclose(self) -> None:
-        await _aclose(self._source)
+        return self._with_id(event)
 
 
 def cast_events(
@@ -868,18 +883,10 @@ def chain(*aiterables: AsyncIterable[T]) -> AsyncIterator[T]:
     return _Chain(aiterables)
 
 
-class _EventsOf(_Closing[Event]):
+class _EventsOf(_EventView):
     """What :meth:`Broadcaster.response` streams: items checked and made events."""
 
-    __slots__ = ("_iterator", "_source")
-
-    def __init__(self, source: AsyncIterable[Any]) -> None:
-        self._source = source
-        self._iterator = aiter(source)
-
-    @property
-    def last_id(self) -> str | None:
-        return getattr(self._source, "last_id", None)
+    __slots__ = ()
 
     def _event(self, item: object) -> Event:
         if isinstance(item, Event):
@@ -891,11 +898,7 @@ class _EventsOf(_Closing[Event]):
                 f"Broadcaster.response() streams Event or str items, got "
                 f"{type(item).__name__}; map items with stream.cast_events(fn)"
             )
-        if event.id is None:
-            last_id = self.last_id
-            if last_id is not None:
-                event = event.with_id(last_id)
-        return event
+        return self._with_id(event)
 
     async def __anext__(self) -> Event:
         try:
@@ -906,9 +909,6 @@ class _EventsOf(_Closing[Event]):
             await self.aclose()
             raise StopAsyncIteration from None
         return self._event(item)
-
-    async def aclose(self) -> None:
-        await _aclose(self._source)
 
 
 class _StreamEventsOf(_EventsOf):
