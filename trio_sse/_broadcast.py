@@ -937,3 +937,60 @@ class _StreamEventsOf(_EventsOf):
             self._source.close()
             raise trio.EndOfChannel from None
         return self._event(item)
+
+    def drain_encoded(
+        self, parts: list[bytes], size: int, limit: int
+    ) -> tuple[int, bool]:
+        """Append the wire bytes of the events ready now to ``parts``.
+
+        Reads while ``size < limit``, as repeated :meth:`receive_nowait`
+        calls would, and returns the new size and whether the stream ended.
+        Items of the live channel are taken in one loop; a pending replay or
+        lag, duplicates to skip and cast views go through
+        :meth:`receive_nowait`. Raises what it raises (a :exc:`TypeError`
+        for an item that is not an Event or str) after appending the events
+        before it.
+        """
+        stream = self._source
+        sub = stream._sub
+        append = parts.append
+        event_of = self._event
+        WouldBlock = trio.WouldBlock
+        while size < limit:
+            if (
+                stream._source is not None
+                or sub.closed
+                or sub.pending_replay is not None
+                or sub.replay
+                or sub.pending_lag
+                or sub.skip_upto is not None
+            ):
+                try:
+                    data = self.receive_nowait().encode()
+                except WouldBlock:
+                    return size, False
+                except trio.EndOfChannel:
+                    return size, True
+                append(data)
+                size += len(data)
+                continue
+            receive_nowait = sub.receive.receive_nowait
+            try:
+                while size < limit:
+                    event_id, item = receive_nowait()
+                    sub.lagging = False
+                    sub.last_id = event_id
+                    if isinstance(item, Event):
+                        if item.id is None and event_id is not None:
+                            item = item.with_id(event_id)
+                    else:
+                        item = event_of(item)
+                    data = item.encode()
+                    append(data)
+                    size += len(data)
+            except WouldBlock:
+                return size, False
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                sub.close()
+                return size, True
+        return size, False

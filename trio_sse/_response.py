@@ -414,6 +414,8 @@ class _Run:
         encode = self.direct
         receive_nowait = source.receive_nowait
         receive = source.receive
+        # A broadcast response's view takes its ready events in one call.
+        drain = getattr(source, "drain_encoded", None) if encode else None
         send = self.send
         current_time = trio.current_time
         WouldBlock = trio.WouldBlock
@@ -429,7 +431,15 @@ class _Run:
             with CancelScope() as wait_scope:
                 self.wait_scope = wait_scope
                 while True:
-                    if not ended:
+                    if ended:
+                        pass
+                    elif drain is not None:
+                        try:
+                            size, ended = drain(parts, size, limit)
+                        except Exception:
+                            _log_stream_error(self.stream)
+                            ended = True
+                    else:
                         try:
                             while size < limit:
                                 item = receive_nowait()
