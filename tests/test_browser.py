@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from conftest import serve_app
+from helpers import serve_app
 
 from trio_sse import (
     Broadcaster,

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from conftest import serve_app
+from helpers import serve_app
 
 import trio_sse
 from trio_sse import (

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import open_http_stream, serve_app
+from helpers import open_http_stream, serve_app
 
 from trio_sse import (
     Broadcaster,

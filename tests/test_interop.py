@@ -21,7 +21,7 @@ import httpx_sse
 import pytest
 import sseclient
 import trio
-from conftest import serve_app
+from helpers import serve_app
 
 from trio_sse import Broadcaster, Event, Sender, SseConfig, last_event_id, sse_channel
 
