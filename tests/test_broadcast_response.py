@@ -14,6 +14,7 @@ from trio_sse import (
     Broadcaster,
     BroadcastStream,
     Event,
+    Lagged,
     Sender,
     SseConfig,
     SseResponse,
@@ -21,6 +22,7 @@ from trio_sse import (
     last_event_id,
     replay,
 )
+from trio_sse._streams import as_event
 from trio_sse.testing import open_stream
 
 CONFIG = SseConfig(keep_alive=None)
@@ -185,35 +187,35 @@ async def test_other_items_are_a_type_error_naming_cast_events() -> None:
 
 
 async def test_a_lag_ends_the_response() -> None:
-    bc: Broadcaster[str, str] = Broadcaster(1)
+    # Without a lag policy the stream raises Lagged; the response ends on it
+    # (as LagPolicy.END does), so the client reconnects with Last-Event-ID.
+    bc: Broadcaster[str, str] = Broadcaster(1, config=SseConfig(keep_alive=None))
     stream = bc.subscribe("k")
-    events = events_of(bc, stream)
     bc.send("k", "a")
     bc.send("k", "b")
-    assert [e async for e in events] == []
+    with trio.fail_after(5):
+        async with open_stream(bc.response(stream), "/") as events:
+            assert [e.data async for e in events] == []
+            assert events.complete
     assert stream.closed
 
 
-async def test_a_lag_ends_a_response_reading_channel_style() -> None:
-    bc: Broadcaster[str, str] = Broadcaster(1)
+async def test_a_lag_ends_a_response_after_what_it_wrote() -> None:
+    bc: Broadcaster[str, str] = Broadcaster(1, config=SseConfig(keep_alive=None))
     stream = bc.subscribe("k")
-    events = events_of(bc, stream)
-    bc.send("k", "a")
-    assert events.receive_nowait().data == "a"
-    with pytest.raises(trio.WouldBlock):
-        events.receive_nowait()
-    bc.send("k", "b")
-    bc.send("k", "c")
-    with pytest.raises(trio.EndOfChannel):
-        events.receive_nowait()
-    assert stream.closed
-
-    stream = bc.subscribe("k")
-    events = events_of(bc, stream)
-    bc.send("k", "a")
-    bc.send("k", "b")
-    with pytest.raises(trio.EndOfChannel):
-        await events.receive()
+    async with open_stream(bc.response(stream), "/") as events:
+        bc.send("k", "a")
+        assert (await events.__anext__()).data == "a"
+        await trio.testing.wait_all_tasks_blocked()
+        stream.close()  # stands in for the lag's end, as seen by the writer
+        with trio.fail_after(5):
+            assert [e.data async for e in events] == []
+    view = bc.subscribe("k").cast_events(as_event)
+    bc.send("k", "x")
+    bc.send("k", "y")
+    with pytest.raises(Lagged):
+        view.receive_nowait()
+    view.close()
 
 
 async def test_channel_style_reading_converts_and_fills_ids() -> None:

@@ -18,7 +18,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Hashable,
-    Iterable,
     Mapping,
 )
 from contextlib import AbstractAsyncContextManager
@@ -30,23 +29,23 @@ import trio
 
 from ._backend import Backend, MemoryBackend, Replay, parse_event_id
 from ._config import SseConfig
-from ._errors import ConfigError, Lagged, SseError
+from ._driver import Sender
+from ._errors import ConfigError, Lagged, SseError, UnwritableItem
 from ._event import Event
+from ._response import SseResponse, sse_channel
+from ._streams import as_event, cast, mapped
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from ._response import Sender, SseResponse
-
 __all__ = [
     "BroadcastStatistics",
     "BroadcastStream",
+    "BroadcastStreamStatistics",
     "Broadcaster",
     "KeyStatistics",
     "LagPolicy",
     "cast_events",
-    "chain",
-    "replay",
 ]
 
 K = TypeVar("K", bound=Hashable)
@@ -190,15 +189,38 @@ class _Subscription:
         self.replay = None
 
 
-class BroadcastStream(AsyncIterator[T]):
-    """One subscriber of a :class:`Broadcaster` key.
+@attrs.frozen
+class BroadcastStreamStatistics:
+    """A snapshot of one subscriber, from :meth:`BroadcastStream.statistics`."""
 
-    An async iterator of the key's items and an async context manager whose
-    exit unsubscribes. Made by :meth:`Broadcaster.subscribe`; a stream made
-    by :meth:`cast_events` is a view of the same subscription.
+    #: The key subscribed to.
+    key: Hashable
+    #: Items held for this subscriber now (replayed ones included).
+    current_buffer_used: int
+    #: The broadcaster's ``buffer``: how many items it may hold before it lags.
+    max_buffer_size: int
+    #: Items it did not receive because it lagged.
+    missed: int
+    #: The event id of the item most recently received.
+    last_id: str | None
+    #: Whether the replay after its ``last_event_id`` has no gap.
+    replay_complete: bool
+    #: Whether the stream has ended or was closed.
+    closed: bool
+
+
+class BroadcastStream(trio.abc.ReceiveChannel[T]):
+    """One subscriber of a :class:`Broadcaster` key: a trio receive channel.
+
+    Like trio's ``MemoryReceiveChannel`` it offers :meth:`receive`,
+    :meth:`receive_nowait` and :meth:`statistics`, plus
+    :meth:`receive_batch_nowait`, which takes every item held in one call.
+    It is an async iterator and an async context manager whose exit
+    unsubscribes. Made by :meth:`Broadcaster.subscribe`; a stream made by
+    :meth:`cast_events` is a view of the same subscription.
     """
 
-    __slots__ = ("_fn", "_source", "_sub")
+    __slots__ = ("_failed", "_fn", "_held", "_source", "_sub")
 
     def __init__(
         self,
@@ -210,6 +232,10 @@ class BroadcastStream(AsyncIterator[T]):
         self._sub = subscription
         self._source = source
         self._fn = fn
+        # A view's items taken from its source but not yet returned, after
+        # an item it could not map (raised first, from _failed).
+        self._held: deque[_Pair] | None = None
+        self._failed: UnwritableItem | None = None
 
     @property
     def key(self) -> Hashable:
@@ -219,7 +245,7 @@ class BroadcastStream(AsyncIterator[T]):
 
     @property
     def last_id(self) -> str | None:
-        """The event id of the item most recently yielded (``None`` before)."""
+        """The event id of the item most recently received (``None`` before)."""
         return self._sub.last_id
 
     @property
@@ -246,6 +272,20 @@ class BroadcastStream(AsyncIterator[T]):
         """Whether :meth:`aclose` (or :meth:`close`) was called or the stream ended."""
         return self._sub.closed
 
+    def statistics(self) -> BroadcastStreamStatistics:
+        """Return a snapshot of this subscriber's state."""
+        sub = self._sub
+        held = len(sub.replay or ()) + sub.receive.statistics().current_buffer_used
+        return BroadcastStreamStatistics(
+            key=sub.key,
+            current_buffer_used=held,
+            max_buffer_size=sub.broadcaster.buffer,
+            missed=sub.missed,
+            last_id=sub.last_id,
+            replay_complete=sub.replay_complete,
+            closed=sub.closed,
+        )
+
     def on_lag(self, policy: LagPolicy | None) -> Self:
         """Set what happens when this subscriber lags; return the stream to use.
 
@@ -262,7 +302,9 @@ class BroadcastStream(AsyncIterator[T]):
         An event without an ``id`` gets the broadcaster's id of its item, so
         a reconnecting client sends it back as ``Last-Event-ID``. ``fn`` runs
         once per item per subscriber: to encode once per broadcast, send
-        :class:`~trio_sse.Event` items instead.
+        :class:`~trio_sse.Event` items instead. An item ``fn`` does not map
+        to an Event raises :class:`~trio_sse.UnwritableItem` (a
+        :class:`TypeError`) and is consumed; the stream goes on.
         """
         return BroadcastStream(self._sub, source=self, fn=fn)
 
@@ -289,45 +331,25 @@ class BroadcastStream(AsyncIterator[T]):
     ) -> None:
         self._sub.close()
 
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> T:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-
     def receive_nowait(self) -> T:
         """Return the next item if one is held now, else raise :exc:`trio.WouldBlock`.
 
         :raises trio.EndOfChannel: when the stream has ended or was closed.
         :raises ~trio_sse.Lagged: once after a lag, without a lag policy.
         """
-        if self._source is not None:
-            return self._cast(self._source.receive_nowait())  # type: ignore[return-value]
-        sub = self._sub
-        if sub.closed:
-            raise trio.EndOfChannel
-        if sub.pending_replay is not None:
-            raise trio.WouldBlock
-        replayed = sub.replay
-        if replayed:
-            event_id, item = replayed.popleft()
-            sub.last_id = event_id
-            return item  # type: ignore[no-any-return]
-        if sub.pending_lag:
-            missed, sub.pending_lag = sub.pending_lag, 0
-            sub.lagging = False
-            raise Lagged(missed)
-        while True:
-            try:
-                pair = sub.receive.receive_nowait()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                sub.close()
-                raise trio.EndOfChannel from None
-            if sub.skip_upto is None or self._is_new(pair[0]):
-                return self._take(pair)
+        return self._pairs(1)[0][1]  # type: ignore[no-any-return]
+
+    def receive_batch_nowait(self, max_items: int) -> list[T]:
+        """Return up to ``max_items`` items held now (at least one), in order.
+
+        What that many :meth:`receive_nowait` calls would return, in one
+        call: a response takes every ready item this way.
+
+        :raises trio.WouldBlock: when no item is held.
+        :raises trio.EndOfChannel: when the stream has ended and holds nothing.
+        :raises ~trio_sse.Lagged: once after a lag, before later items.
+        """
+        return [item for _, item in self._pairs(max_items)]
 
     async def receive(self) -> T:
         """Return the next item, waiting for one (trio channel style).
@@ -335,8 +357,6 @@ class BroadcastStream(AsyncIterator[T]):
         :raises trio.EndOfChannel: when the stream has ended or was closed.
         :raises ~trio_sse.Lagged: once after a lag, without a lag policy.
         """
-        if self._source is not None:
-            return self._cast(await self._source.receive())  # type: ignore[return-value]
         sub = self._sub
         if sub.pending_replay is not None and not sub.closed:
             await self._load_replay()
@@ -348,6 +368,9 @@ class BroadcastStream(AsyncIterator[T]):
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return item
+        if self._source is not None:
+            item = await self._source.receive()
+            return cast(self._fn, item, sub.last_id)  # type: ignore[arg-type,return-value]
         while True:
             try:
                 pair = await sub.receive.receive()
@@ -356,6 +379,101 @@ class BroadcastStream(AsyncIterator[T]):
                 raise trio.EndOfChannel from None
             if sub.skip_upto is None or self._is_new(pair[0]):
                 return self._take(pair)
+
+    def _pairs(self, max_items: int) -> list[_Pair]:
+        """Take up to ``max_items`` ``(event_id, item)`` pairs held now."""
+        if self._source is not None:
+            return self._mapped_pairs(max_items)
+        sub = self._sub
+        pairs: list[_Pair] = []
+        while len(pairs) < max_items:
+            if (
+                sub.replay
+                or sub.pending_lag
+                or sub.skip_upto is not None
+                or sub.closed
+                or sub.pending_replay is not None
+            ):
+                # One item through the careful path; a lag or the end is
+                # raised by the next call, after the items taken.
+                if pairs and ((sub.pending_lag and not sub.replay) or sub.closed):
+                    break
+                try:
+                    pairs.append(self._next_pair())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    if pairs:
+                        break
+                    raise
+                continue
+            # The live channel: one loop, nothing else to check.
+            receive_nowait = sub.receive.receive_nowait
+            try:
+                while len(pairs) < max_items:
+                    pairs.append(receive_nowait())
+            except trio.WouldBlock:
+                pass
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                sub.close()
+                if not pairs:
+                    raise trio.EndOfChannel from None
+            if pairs:
+                sub.lagging = False
+                sub.last_id = pairs[-1][0]
+            break
+        if not pairs:
+            raise trio.WouldBlock
+        return pairs
+
+    def _mapped_pairs(self, max_items: int) -> list[_Pair]:
+        # A view: map the source's items, keeping each item's id.
+        failed = self._failed
+        if failed is not None:
+            self._failed = None
+            raise failed
+        held = self._held
+        if held:
+            source_pairs = [held.popleft() for _ in range(min(max_items, len(held)))]
+        else:
+            source_pairs = self._source._pairs(max_items)  # type: ignore[union-attr]
+        out: list[_Pair] = []
+        fn = self._fn
+        for index, (event_id, item) in enumerate(source_pairs):
+            try:
+                out.append((event_id, cast(fn, item, event_id)))  # type: ignore[arg-type]
+            except UnwritableItem as exc:
+                rest = source_pairs[index + 1 :]
+                if rest:
+                    self._held = deque(rest) if not held else deque([*rest, *held])
+                if not out:
+                    raise
+                self._failed = exc
+                break
+        return out
+
+    def _next_pair(self) -> _Pair:
+        sub = self._sub
+        if sub.closed:
+            raise trio.EndOfChannel
+        if sub.pending_replay is not None:
+            raise trio.WouldBlock
+        replayed = sub.replay
+        if replayed:
+            pair = replayed.popleft()
+            sub.last_id = pair[0]
+            return pair
+        if sub.pending_lag:
+            missed, sub.pending_lag = sub.pending_lag, 0
+            sub.lagging = False
+            raise Lagged(missed)
+        while True:
+            try:
+                pair = sub.receive.receive_nowait()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                sub.close()
+                raise trio.EndOfChannel from None
+            if sub.skip_upto is None or self._is_new(pair[0]):
+                self._take(pair)
+                return pair
 
     def _is_new(self, event_id: str) -> bool:
         # Live items up to the last replayed id were yielded by the replay.
@@ -371,17 +489,6 @@ class BroadcastStream(AsyncIterator[T]):
         sub.lagging = False
         sub.last_id = pair[0]
         return pair[1]  # type: ignore[no-any-return]
-
-    def _cast(self, item: Any) -> Event:
-        event = self._fn(item)  # type: ignore[misc]
-        if not isinstance(event, Event):
-            raise TypeError(
-                f"cast_events() function must return an Event, "
-                f"got {type(event).__name__}"
-            )
-        if event.id is None and self._sub.last_id is not None:
-            event = event.with_id(self._sub.last_id)
-        return event
 
     async def _load_replay(self) -> None:
         sub = self._sub
@@ -666,6 +773,14 @@ class Broadcaster(Generic[K, T]):
             missed=self._missed,
         )
 
+    def statistics(self) -> BroadcastStatistics[K]:
+        """Return a snapshot of the broadcaster's counters (as :meth:`stats`).
+
+        Named like trio's ``statistics()`` methods, as
+        :meth:`BroadcastStream.statistics` is.
+        """
+        return self.stats()
+
     # -- responses ----------------------------------------------------------
 
     def response(self, stream: AsyncIterable[Any]) -> SseResponse:
@@ -679,18 +794,10 @@ class Broadcaster(Generic[K, T]):
         response, as :attr:`LagPolicy.END` does, so the client reconnects
         with ``Last-Event-ID``. The response closes ``stream`` when it ends.
         """
-        from ._response import SseResponse
-
-        if isinstance(stream, BroadcastStream):
-            events: _EventsOf = _StreamEventsOf(stream)
-        else:
-            events = _EventsOf(stream)
-        return SseResponse(events, config=self.config)
+        return SseResponse(cast_events(stream, as_event), config=self.config)
 
     def channel(self, fn: Callable[[Sender], Awaitable[None]]) -> SseResponse:
         """Return ``sse_channel(fn)`` with :attr:`config`: ``fn(tx)`` sends events."""
-        from ._response import sse_channel
-
         return sse_channel(fn, config=self.config)
 
     # -- lifetime -----------------------------------------------------------
@@ -731,104 +838,6 @@ class Broadcaster(Generic[K, T]):
             await manager.__aexit__(None, None, None)
 
 
-# -- helpers for any async iterable ------------------------------------------
-
-
-async def _aclose(obj: object) -> None:
-    aclose = getattr(obj, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-class _Closing(AsyncIterator[T]):
-    """An async iterator that is also an async context manager."""
-
-    __slots__ = ()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def aclose(self) -> None:
-        """Close the underlying iterables."""
-        await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class _Replay(_Closing[T]):
-    def __init__(self, items: Iterable[T]) -> None:
-        self._items = deque(items)
-
-    async def __anext__(self) -> T:
-        await trio.lowlevel.checkpoint()
-        if not self._items:
-            raise StopAsyncIteration
-        return self._items.popleft()
-
-    async def aclose(self) -> None:
-        self._items.clear()
-        await trio.lowlevel.checkpoint()
-
-
-def replay(items: Iterable[T]) -> AsyncIterator[T]:
-    """Return an async stream of ``items`` (copied at once), for example a snapshot.
-
-    Chain it before a live stream: ``chain(replay(snapshot), stream)``.
-    """
-    return _Replay(items)
-
-
-class _EventView(_Closing[Event]):
-    """Events made from the items of ``source``, ids filled from its ``last_id``."""
-
-    __slots__ = ("_iterator", "_source")
-
-    def __init__(self, source: AsyncIterable[Any]) -> None:
-        self._source = source
-        self._iterator = aiter(source)
-
-    @property
-    def last_id(self) -> str | None:
-        return getattr(self._source, "last_id", None)
-
-    def _with_id(self, event: Event) -> Event:
-        # The broadcaster's id of the item, for an event that has none.
-        if event.id is None:
-            last_id = self.last_id
-            if last_id is not None:
-                return event.with_id(last_id)
-        return event
-
-    async def aclose(self) -> None:
-        await _aclose(self._source)
-
-
-class _Mapped(_EventView):
-    __slots__ = ("_fn",)
-
-    def __init__(self, source: AsyncIterable[Any], fn: Callable[[Any], Event]):
-        super().__init__(source)
-        self._fn = fn
-
-    async def __anext__(self) -> Event:
-        event = self._fn(await self._iterator.__anext__())
-        if not isinstance(event, Event):
-            raise TypeError(
-                f"cast_events() function must return an Event, "
-                f"got {type(event).__name__}"
-            )
-        return self._with_id(event)
-
-
 def cast_events(
     aiterable: AsyncIterable[U], fn: Callable[[U], Event]
 ) -> AsyncIterator[Event]:
@@ -841,156 +850,4 @@ def cast_events(
     """
     if isinstance(aiterable, BroadcastStream):
         return aiterable.cast_events(fn)
-    return _Mapped(aiterable, fn)
-
-
-class _Chain(_Closing[Any]):
-    def __init__(self, parts: tuple[AsyncIterable[Any], ...]) -> None:
-        self._parts = deque(parts)
-        self._current: AsyncIterator[Any] | None = None
-
-    @property
-    def last_id(self) -> str | None:
-        return getattr(self._current, "last_id", None)
-
-    async def __anext__(self) -> Any:
-        while True:
-            if self._current is None:
-                if not self._parts:
-                    raise StopAsyncIteration
-                self._current = aiter(self._parts.popleft())
-            try:
-                return await self._current.__anext__()
-            except StopAsyncIteration:
-                done, self._current = self._current, None
-                await _aclose(done)
-
-    async def aclose(self) -> None:
-        parts: list[object] = [self._current, *self._parts]
-        self._current = None
-        self._parts.clear()
-        for part in parts:
-            if part is not None:
-                await _aclose(part)
-
-
-def chain(*aiterables: AsyncIterable[T]) -> AsyncIterator[T]:
-    """Yield every item of each async iterable in turn.
-
-    The result is also an async context manager; ``aclose()`` closes every
-    part, consumed or not.
-    """
-    return _Chain(aiterables)
-
-
-class _EventsOf(_EventView):
-    """What :meth:`Broadcaster.response` streams: items checked and made events."""
-
-    __slots__ = ()
-
-    def _event(self, item: object) -> Event:
-        if isinstance(item, Event):
-            event = item
-        elif isinstance(item, str):
-            event = Event(item)
-        else:
-            raise TypeError(
-                f"Broadcaster.response() streams Event or str items, got "
-                f"{type(item).__name__}; map items with stream.cast_events(fn)"
-            )
-        return self._with_id(event)
-
-    async def __anext__(self) -> Event:
-        try:
-            item = await self._iterator.__anext__()
-        except Lagged:
-            # A response ends on a lag, so the client reconnects with
-            # Last-Event-ID and is replayed what the history holds.
-            await self.aclose()
-            raise StopAsyncIteration from None
-        return self._event(item)
-
-
-class _StreamEventsOf(_EventsOf):
-    """:class:`_EventsOf` a :class:`BroadcastStream`, readable like a channel.
-
-    A response can take the events that are ready with :meth:`receive_nowait`
-    (and coalesce them) without a task in between.
-    """
-
-    __slots__ = ()
-
-    _source: BroadcastStream[Any]
-
-    def receive_nowait(self) -> Event:
-        try:
-            item = self._source.receive_nowait()
-        except Lagged:
-            self._source.close()
-            raise trio.EndOfChannel from None
-        return self._event(item)
-
-    async def receive(self) -> Event:
-        try:
-            item = await self._source.receive()
-        except Lagged:
-            self._source.close()
-            raise trio.EndOfChannel from None
-        return self._event(item)
-
-    def drain_encoded(
-        self, parts: list[bytes], size: int, limit: int
-    ) -> tuple[int, bool]:
-        """Append the wire bytes of the events ready now to ``parts``.
-
-        Reads while ``size < limit``, as repeated :meth:`receive_nowait`
-        calls would, and returns the new size and whether the stream ended.
-        Items of the live channel are taken in one loop; a pending replay or
-        lag, duplicates to skip and cast views go through
-        :meth:`receive_nowait`. Raises what it raises (a :exc:`TypeError`
-        for an item that is not an Event or str) after appending the events
-        before it.
-        """
-        stream = self._source
-        sub = stream._sub
-        append = parts.append
-        event_of = self._event
-        WouldBlock = trio.WouldBlock
-        while size < limit:
-            if (
-                stream._source is not None
-                or sub.closed
-                or sub.pending_replay is not None
-                or sub.replay
-                or sub.pending_lag
-                or sub.skip_upto is not None
-            ):
-                try:
-                    data = self.receive_nowait().encode()
-                except WouldBlock:
-                    return size, False
-                except trio.EndOfChannel:
-                    return size, True
-                append(data)
-                size += len(data)
-                continue
-            receive_nowait = sub.receive.receive_nowait
-            try:
-                while size < limit:
-                    event_id, item = receive_nowait()
-                    sub.lagging = False
-                    sub.last_id = event_id
-                    if isinstance(item, Event):
-                        if item.id is None and event_id is not None:
-                            item = item.with_id(event_id)
-                    else:
-                        item = event_of(item)
-                    data = item.encode()
-                    append(data)
-                    size += len(data)
-            except WouldBlock:
-                return size, False
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                sub.close()
-                return size, True
-        return size, False
+    return mapped(aiterable, fn)

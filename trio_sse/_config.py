@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -13,19 +13,36 @@ from ._errors import ConfigError
 
 __all__ = ["SseConfig"]
 
+_Check = Callable[[object, "attrs.Attribute[Any]", object], None]
 
-def _seconds_or_none(name: str) -> Any:
-    def check(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
+
+def _seconds(*, allow_zero: bool) -> _Check:
+    """Validate a duration in seconds: ``None`` (off) or a finite number."""
+    least = ">= 0" if allow_zero else "> 0"
+
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(
-                f"{name} must be a number of seconds or None, got {value!r}"
+                f"{attr.name} must be a number of seconds or None, got {value!r}",
+                key=attr.name,
             )
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            off = "" if allow_zero else " (None turns it off)"
+            raise ConfigError(
+                f"{attr.name} must be finite and {least}{off}, got {value!r}",
+                key=attr.name,
+            )
 
     return check
+
+
+def _positive_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"{attr.name} must be a positive integer, got {value!r}", key=attr.name
+        )
 
 
 def _to_seconds(value: object) -> object:
@@ -34,19 +51,12 @@ def _to_seconds(value: object) -> object:
     return value
 
 
-# Keys of an application config's ``sse:`` section, and the fields they set.
-_KEYS: Mapping[str, str] = {
-    "keep_alive_interval_secs": "keep_alive",
-    "keep_alive": "keep_alive",
-    "retry_secs": "retry",
-    "retry": "retry",
-    "write_timeout_secs": "write_timeout",
-    "write_timeout": "write_timeout",
-    "shutdown_retry_secs": "shutdown_retry",
-    "shutdown_retry": "shutdown_retry",
-    "coalesce_max_bytes": "coalesce_bytes",
-    "coalesce_bytes": "coalesce_bytes",
-}
+def _duration(default: float | None, *, allow_zero: bool = True) -> Any:
+    return attrs.field(
+        default=default,
+        converter=_to_seconds,
+        validator=_seconds(allow_zero=allow_zero),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -54,38 +64,26 @@ class SseConfig:
     """How every stream of a broadcaster (or one response) behaves.
 
     All durations are seconds (``float`` or :class:`datetime.timedelta`);
-    ``None`` (or ``0`` for ``keep_alive``) turns a feature off.
+    ``None`` turns a feature off (``0`` does too for ``keep_alive``).
     """
 
     #: Send a comment line when no event went out for this long.
-    keep_alive: float | None = attrs.field(
-        default=15.0, converter=_to_seconds, validator=_seconds_or_none("keep_alive")
-    )
+    keep_alive: float | None = _duration(15.0)
     #: Reconnection time sent as ``retry:`` at the start of each stream.
-    retry: float | None = attrs.field(
-        default=None, converter=_to_seconds, validator=_seconds_or_none("retry")
-    )
-    #: Cut off a client whose writes do not complete within this time.
-    write_timeout: float | None = attrs.field(
-        default=30.0,
-        converter=_to_seconds,
-        validator=_seconds_or_none("write_timeout"),
-    )
+    retry: float | None = _duration(None)
+    #: Cut off a client whose writes do not complete within this time
+    #: (``None`` turns it off; ``0`` is rejected).
+    write_timeout: float | None = _duration(30.0, allow_zero=False)
     #: Reconnection time sent as a final ``retry:`` when the server shuts down.
-    shutdown_retry: float | None = attrs.field(
-        default=None,
-        converter=_to_seconds,
-        validator=_seconds_or_none("shutdown_retry"),
+    shutdown_retry: float | None = _duration(None)
+    #: Upper bound of one coalesced write, in bytes.
+    coalesce_bytes: int = attrs.field(default=65_536, validator=_positive_int)
+    #: Longest a stream that is behind waits for more events before its
+    #: next write, so that one write carries several. A stream that keeps up
+    #: never waits, and on an idle server each event is written at once.
+    write_delay: float = attrs.field(
+        default=0.0, converter=_to_seconds, validator=_seconds(allow_zero=True)
     )
-    #: Upper bound of one coalesced body chunk, in bytes.
-    coalesce_bytes: int = attrs.field(default=65_536)
-
-    @coalesce_bytes.validator
-    def _check_coalesce(self, _attr: attrs.Attribute[int], value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(
-                f"coalesce_bytes must be a positive integer, got {value!r}"
-            )
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> SseConfig:
@@ -93,29 +91,47 @@ class SseConfig:
 
         Accepts the section itself or a mapping with an ``sse`` key. Keys are
         ``keep_alive_interval_secs``, ``retry_secs``, ``write_timeout_secs``,
-        ``shutdown_retry_secs`` and ``coalesce_max_bytes`` (or the field
-        names). Unknown keys and bad values raise :class:`ConfigError` naming
-        the key.
+        ``shutdown_retry_secs``, ``coalesce_max_bytes`` and
+        ``write_delay_secs`` (or the field names). Unknown keys and bad
+        values raise :class:`ConfigError` naming the key.
         """
         if not isinstance(mapping, Mapping):
             raise ConfigError(f"SSE config must be a mapping, got {mapping!r}")
         section = mapping.get("sse", mapping) if "sse" in mapping else mapping
         if not isinstance(section, Mapping):
-            raise ConfigError(f"'sse' section must be a mapping, got {section!r}")
+            raise ConfigError(
+                f"'sse' section must be a mapping, got {section!r}", key="sse"
+            )
         fields: dict[str, Any] = {}
+        keys: dict[str, str] = {}
         for key, value in section.items():
             field = _KEYS.get(key)
             if field is None:
-                known = ", ".join(
-                    sorted(k for k in _KEYS if k.endswith(("secs", "bytes")))
+                known = ", ".join(sorted(k for k in _KEYS if k not in _FIELDS))
+                raise ConfigError(
+                    f"unknown SSE config key {key!r} (known: {known})", key=key
                 )
-                raise ConfigError(f"unknown SSE config key {key!r} (known: {known})")
             if field in fields:
-                raise ConfigError(f"SSE config key {key!r} given twice")
+                raise ConfigError(f"SSE config key {key!r} given twice", key=key)
             fields[field] = value
+            keys[field] = key
         try:
             return cls(**fields)
         except ConfigError as exc:
-            bad = str(exc).split()[0]
-            key = next((k for k in section if _KEYS[k] == bad), bad)
-            raise ConfigError(f"sse.{key}: {exc}") from None
+            key = keys.get(exc.key or "", exc.key or "")
+            raise ConfigError(f"sse.{key}: {exc}", key=key) from None
+
+
+_FIELDS = frozenset(field.name for field in attrs.fields(SseConfig))
+
+# Keys of an application config's ``sse:`` section, and the fields they set:
+# each field by its own name and by its documented config-file name.
+_KEYS: Mapping[str, str] = {
+    **{name: name for name in _FIELDS},
+    "keep_alive_interval_secs": "keep_alive",
+    "retry_secs": "retry",
+    "write_timeout_secs": "write_timeout",
+    "shutdown_retry_secs": "shutdown_retry",
+    "coalesce_max_bytes": "coalesce_bytes",
+    "write_delay_secs": "write_delay",
+}

@@ -18,7 +18,7 @@ import attrs
 
 from ._errors import InvalidEvent
 
-__all__ = ["Event", "comment"]
+__all__ = ["Event", "comment", "encode_item"]
 
 #: The largest ``retry`` a reader accepts: an unsigned 64-bit count of ms.
 MAX_RETRY_MS = 2**64 - 1
@@ -191,21 +191,15 @@ class Event:
 
     def with_id(self, id: str | None) -> Event:
         """Return a copy with ``id`` replaced (validated again)."""
-        return type(self)(
-            self.data, id=id, event=self.event, retry=self.retry, comment=self.comment
-        )
+        return attrs.evolve(self, id=id)
 
     def with_event(self, name: str | None) -> Event:
         """Return a copy with the event type replaced (validated again)."""
-        return type(self)(
-            self.data, id=self.id, event=name, retry=self.retry, comment=self.comment
-        )
+        return attrs.evolve(self, event=name)
 
     def with_retry(self, seconds: float | datetime.timedelta | None) -> Event:
         """Return a copy with ``retry`` replaced (validated again)."""
-        return type(self)(
-            self.data, id=self.id, event=self.event, retry=seconds, comment=self.comment
-        )
+        return attrs.evolve(self, retry=seconds)
 
     def encode(self) -> bytes:
         """Return the event as UTF-8 bytes, ending with a blank line.
@@ -252,3 +246,55 @@ def comment(text: str = "") -> bytes:
     :raises InvalidEvent: if ``text`` is not a ``str`` or holds a lone surrogate.
     """
     return _comment_text(_check_text("comment", text)).encode()
+
+
+# Any line end: what a reader splits an event stream on.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def complete_block(data: bytes) -> bool:
+    """Whether ``data`` leaves a reader between two events.
+
+    True when every field line is followed by a blank line, so that whatever
+    is written next cannot join the last event: event blocks, comment lines
+    (which may stand between events) and blank lines, each line terminated.
+    """
+    if data.endswith(b"\n\n"):
+        return True
+    lines = _LINE_END.split(data)
+    if lines[-1]:
+        return False  # the last line is unterminated
+    for line in reversed(lines[:-1]):
+        if not line:
+            return True
+        if not line.startswith(b":"):
+            return False
+    return True
+
+
+def encode_item(item: object) -> bytes:
+    """Return the wire bytes of one stream item: an Event, ``str`` or bytes.
+
+    ``str`` is sent as ``Event(data=item)``; bytes must hold complete event
+    blocks (see :func:`complete_block`). The one place where a stream's
+    items become bytes.
+
+    :raises TypeError: for any other object.
+    :raises InvalidEvent: for bytes that do not end between two events.
+    """
+    if isinstance(item, Event):
+        return item.encode()
+    if isinstance(item, str):
+        return Event(item).encode()
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+        if not complete_block(data):
+            raise InvalidEvent(
+                "a bytes item must hold complete event blocks ending with a "
+                f"blank line, got {data[-40:]!r} at its end"
+            )
+        return data
+    raise TypeError(
+        "an SSE stream must yield Event, str or bytes objects,"
+        f" not {type(item).__name__} ({item!r:.60})"
+    )

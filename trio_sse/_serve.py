@@ -14,14 +14,13 @@ import hypercorn.trio
 import trio
 
 from ._config import SseConfig
-from ._shutdown import ShutdownSignal
+from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
 
 __all__ = ["SHUTDOWN_SCOPE_KEY", "serve"]
 
 #: The ASGI scope key under which :func:`serve` puts its
 #: :class:`~trio_sse.ShutdownSignal`; streaming responses end cleanly when
 #: it is set.
-SHUTDOWN_SCOPE_KEY = "trio_sse.shutdown"
 
 _Scope = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -6,7 +6,10 @@ from collections.abc import Callable
 
 import trio
 
-__all__ = ["ShutdownSignal"]
+__all__ = ["SHUTDOWN_SCOPE_KEY", "ShutdownSignal"]
+
+#: Where :func:`~trio_sse.serve` puts its :class:`ShutdownSignal` in each scope.
+SHUTDOWN_SCOPE_KEY = "trio_sse.shutdown"
 
 
 class ShutdownSignal:
