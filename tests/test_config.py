@@ -108,3 +108,27 @@ def test_from_mapping_same_field_twice() -> None:
 def test_from_mapping_not_a_mapping(bad: object) -> None:
     with pytest.raises(ConfigError):
         SseConfig.from_mapping(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, 0.0])
+def test_write_timeout_zero_is_rejected_naming_the_key(value: float) -> None:
+    with pytest.raises(ConfigError, match="None turns it off") as info:
+        SseConfig(write_timeout=value)
+    assert info.value.key == "write_timeout"
+    with pytest.raises(ConfigError, match=r"sse\.write_timeout_secs") as info:
+        SseConfig.from_mapping({"sse": {"write_timeout_secs": value}})
+    assert info.value.key == "write_timeout_secs"
+    assert SseConfig(write_timeout=None).write_timeout is None
+
+
+def test_config_error_key_for_every_bad_field() -> None:
+    for field in ("keep_alive", "retry", "shutdown_retry", "write_delay"):
+        with pytest.raises(ConfigError) as info:
+            SseConfig(**{field: -1})
+        assert info.value.key == field
+    with pytest.raises(ConfigError) as info:
+        SseConfig(coalesce_bytes=0)
+    assert info.value.key == "coalesce_bytes"
+    with pytest.raises(ConfigError) as info:
+        SseConfig.from_mapping({"nope": 1})
+    assert info.value.key == "nope"

@@ -1036,3 +1036,69 @@ async def test_anyio_stream_goes_through_the_pump() -> None:
     send.close()
     async with open_stream(SseResponse(receive), "/") as s:
         assert [e.data async for e in s] == ["a", "b"]
+
+
+# --- HEAD, sources, hostile items -----------------------------------------------
+
+
+async def test_head_answers_the_headers_and_ends() -> None:
+    from trio_sse import Broadcaster
+
+    bc: Broadcaster[str, str] = Broadcaster()
+    stream = bc.subscribe("k")
+    with trio.fail_after(5):
+        async with open_stream(bc.response(stream), "/", method="HEAD") as s:
+            assert s.status == 200
+            assert s.headers["content-type"].startswith("text/event-stream")
+            assert [e async for e in s] == []
+            assert s.complete
+    assert stream.closed and bc.subscriber_count("k") == 0
+
+
+async def test_safe_channel_streams() -> None:
+    # @trio.as_safe_channel's channel has receive() but no receive_nowait().
+    @trio.as_safe_channel
+    async def letters() -> AsyncIterator[str]:
+        for letter in "abc":
+            yield letter
+
+    async with letters() as channel:
+        with trio.fail_after(5):
+            async with open_stream(SseResponse(channel), "/") as s:
+                assert [e.data async for e in s] == ["a", "b", "c"]
+
+
+async def test_anyio_stream_streams() -> None:
+    import anyio
+
+    send, receive = anyio.create_memory_object_stream[str](10)
+    async with send, receive:
+        for letter in "xyz":
+            send.send_nowait(letter)
+        send.close()
+        with trio.fail_after(5):
+            async with open_stream(SseResponse(receive), "/") as s:
+                assert [e.data async for e in s] == ["x", "y", "z"]
+
+
+async def test_bad_item_in_history_is_skipped_on_replay_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from trio_sse import Broadcaster
+
+    bc: Broadcaster[str, Any] = Broadcaster(history=10)
+    probe = bc.subscribe("k")
+    bc.send("k", "first")
+    probe.receive_nowait()
+    first = probe.last_id
+    probe.close()
+    bc.send("k", {"not": "an event"})
+    bc.send("k", "after")
+    for _ in range(2):  # every reconnect replays past it
+        stream = bc.subscribe("k", last_event_id=first)
+        with trio.fail_after(5):
+            async with open_stream(bc.response(stream), "/") as s:
+                assert (await s.__anext__()).data == "after"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # once per stream
+    assert all(r.exc_info is None for r in warnings)  # no traceback

@@ -1,0 +1,482 @@
+"""The stream driver: its transition table, then its life under MockClock.
+
+The driver runs over a fake transport that records writes and can hold a
+write (a client that stops reading) or report the client gone. Every
+scenario asserts the states the driver went through and why it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+import trio
+import trio.testing
+
+from trio_sse import Broadcaster, Event, EventParser, LagPolicy, SseConfig
+from trio_sse._driver import (
+    TRANSITIONS,
+    End,
+    Sender,
+    State,
+    StreamDriver,
+    Trigger,
+)
+from trio_sse._shutdown import ShutdownSignal
+
+S, T = State, Trigger
+
+# -- the table ---------------------------------------------------------------------
+
+EXPECTED: list[tuple[State, Trigger, State, End | None]] = [
+    (S.OPENING, T.OPENED, S.WAITING, None),
+    (S.OPENING, T.STOP, S.STOPPING, None),
+    (S.OPENING, T.DISCONNECT, S.CLOSED, End.DISCONNECTED),
+    (S.OPENING, T.STALL, S.CLOSED, End.TIMED_OUT),
+    (S.OPENING, T.FAIL, S.CLOSED, End.FAILED),
+    (S.WAITING, T.WRITE, S.SENDING, None),
+    (S.WAITING, T.SOURCE_ENDED, S.CLOSED, End.ENDED),
+    (S.WAITING, T.STOP, S.STOPPING, None),
+    (S.WAITING, T.DISCONNECT, S.CLOSED, End.DISCONNECTED),
+    (S.WAITING, T.FAIL, S.CLOSED, End.FAILED),
+    (S.SENDING, T.WROTE, S.WAITING, None),
+    (S.SENDING, T.STOP, S.STOPPING, None),
+    (S.SENDING, T.DISCONNECT, S.CLOSED, End.DISCONNECTED),
+    (S.SENDING, T.STALL, S.CLOSED, End.TIMED_OUT),
+    (S.SENDING, T.FAIL, S.CLOSED, End.FAILED),
+    (S.STOPPING, T.OPENED, S.STOPPING, None),
+    (S.STOPPING, T.WROTE, S.STOPPING, None),
+    (S.STOPPING, T.STOP, S.STOPPING, None),
+    (S.STOPPING, T.FINAL_WRITE, S.DRAINING, None),
+    (S.STOPPING, T.DISCONNECT, S.CLOSED, End.DISCONNECTED),
+    (S.STOPPING, T.STALL, S.CLOSED, End.TIMED_OUT),
+    (S.STOPPING, T.FAIL, S.CLOSED, End.FAILED),
+    (S.DRAINING, T.WROTE, S.CLOSED, End.SHUTDOWN),
+    (S.DRAINING, T.STOP, S.DRAINING, None),
+    (S.DRAINING, T.DISCONNECT, S.CLOSED, End.DISCONNECTED),
+    (S.DRAINING, T.STALL, S.CLOSED, End.TIMED_OUT),
+    (S.DRAINING, T.FAIL, S.CLOSED, End.FAILED),
+]
+
+
+class NullTransport:
+    async def open(self) -> None:
+        raise AssertionError("not used")  # pragma: no cover
+
+    async def write(self, data: bytes) -> None:
+        raise AssertionError("not used")  # pragma: no cover
+
+    async def receive(self) -> str | None:
+        raise AssertionError("not used")  # pragma: no cover
+
+    async def close(self, end: End) -> None:
+        raise AssertionError("not used")  # pragma: no cover
+
+
+def test_the_table_is_exactly_the_expected_one() -> None:
+    table = {(s, t): new for s, row in TRANSITIONS.items() for t, new in row.items()}
+    assert table == {(s, t): new for s, t, new, _ in EXPECTED}
+    assert set(TRANSITIONS) == set(State)
+    assert TRANSITIONS[S.CLOSED] == {}
+
+
+@pytest.mark.parametrize(("state", "trigger", "new", "end"), EXPECTED)
+def test_each_transition(
+    state: State, trigger: Trigger, new: State, end: End | None
+) -> None:
+    driver = StreamDriver(NullTransport(), None, SseConfig())
+    driver.state = state
+    # SOURCE_ENDED carries the source's reason, WROTE in DRAINING the stop's.
+    reason = End.ENDED if trigger is T.SOURCE_ENDED else End.SHUTDOWN
+    assert (
+        driver.fire(trigger, reason if trigger in (T.SOURCE_ENDED, T.WROTE) else None)
+        is new
+    )
+    assert driver.state is new
+    assert driver.end is end
+
+
+@pytest.mark.parametrize("state", [s for s in State if s is not S.CLOSED])
+def test_a_trigger_that_cannot_happen_is_a_bug(state: State) -> None:
+    driver = StreamDriver(NullTransport(), None, SseConfig())
+    impossible = [t for t in Trigger if t not in TRANSITIONS[state]]
+    assert impossible
+    for trigger in impossible:
+        driver.state = state
+        with pytest.raises(RuntimeError, match=f"{trigger.name} cannot happen"):
+            driver.fire(trigger)
+
+
+def test_a_closed_stream_ignores_every_trigger() -> None:
+    driver = StreamDriver(NullTransport(), None, SseConfig())
+    driver.fire(T.DISCONNECT)
+    for trigger in Trigger:
+        assert driver.fire(trigger) is S.CLOSED
+    assert driver.end is End.DISCONNECTED
+
+
+# -- the driver's life -------------------------------------------------------------
+
+
+class FakeTransport:
+    """Records writes; ``hold`` makes writes block until released."""
+
+    def __init__(self) -> None:
+        self.opened = False
+        self.writes: list[bytes] = []
+        self.closed_with: End | None = None
+        self.hold = False
+        self.release = trio.Event()
+        self.writing = trio.Event()
+        self.incoming_tx, self.incoming_rx = trio.open_memory_channel[str | None](10)
+
+    async def open(self) -> None:
+        self.opened = True
+        await trio.lowlevel.checkpoint()
+
+    async def write(self, data: bytes) -> None:
+        if self.hold:
+            self.writing.set()
+            # As Hypercorn's trio worker writes: shielded from cancellation.
+            with trio.CancelScope(shield=True):
+                await self.release.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        self.writes.append(data)
+
+    async def receive(self) -> str | None:
+        return await self.incoming_rx.receive()
+
+    async def close(self, end: End) -> None:
+        self.closed_with = end
+        await trio.lowlevel.checkpoint()
+
+    def events(self) -> list[Any]:
+        return EventParser().feed(b"".join(self.writes))
+
+
+class TracingDriver(StreamDriver):
+    __slots__ = ("trace",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trace: list[State] = [self.state]
+
+    def fire(self, trigger: Trigger, end: End | None = None) -> State:
+        new = super().fire(trigger, end)
+        if new is not self.trace[-1]:
+            self.trace.append(new)
+        return new
+
+
+def run_driver(
+    nursery: trio.Nursery,
+    source: object,
+    config: SseConfig | None = None,
+    **kwargs: Any,
+) -> tuple[TracingDriver, FakeTransport, trio.Event]:
+    transport = FakeTransport()
+    driver = TracingDriver(transport, source, config or SseConfig(), **kwargs)
+    done = trio.Event()
+
+    async def run() -> None:
+        try:
+            await driver.run()
+        finally:
+            done.set()
+
+    nursery.start_soon(run)
+    return driver, transport, done
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_events_then_the_end(autojump_clock: trio.testing.MockClock) -> None:
+    tx, rx = trio.open_memory_channel[Any](10)
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(nursery, rx)
+        await trio.testing.wait_all_tasks_blocked()
+        assert driver.state is S.WAITING
+        tx.send_nowait(Event("one"))
+        tx.send_nowait("two")
+        await trio.testing.wait_all_tasks_blocked()
+        await tx.aclose()
+        await done.wait()
+    assert [e.data for e in transport.events()] == ["one", "two"]
+    assert driver.trace == [S.OPENING, S.WAITING, S.SENDING, S.WAITING, S.SENDING,
+                            S.WAITING, S.CLOSED]  # fmt: skip
+    assert driver.end is End.ENDED and transport.closed_with is End.ENDED
+
+
+async def test_ready_events_go_out_in_one_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tx, rx = trio.open_memory_channel[Any](100)
+    for i in range(50):
+        tx.send_nowait(Event(f"e{i}"))
+    tx.close()
+    async with trio.open_nursery() as nursery:
+        _driver, transport, done = run_driver(nursery, rx)
+        await done.wait()
+    # The opening comment and the 50 events: one write.
+    assert len(transport.writes) == 1
+    assert len(transport.events()) == 50
+
+
+async def test_keep_alive_exactly_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tx, rx = trio.open_memory_channel[Any](10)
+    async with trio.open_nursery() as nursery:
+        driver, transport, _done = run_driver(nursery, rx, SseConfig(keep_alive=5))
+        start = trio.current_time()
+        await trio.sleep(4.9)
+        assert transport.writes == [b":\n"]
+        await trio.sleep(0.2)
+        assert transport.writes == [b":\n", b":\n"]
+        await tx.send("x")  # an event restarts the timer
+        await trio.sleep(4.9)
+        assert len(transport.writes) == 3
+        await trio.sleep(0.2)
+        assert transport.writes[-1] == b":\n"
+        assert trio.current_time() - start == pytest.approx(10.2)
+        tx.close()
+    assert driver.end is End.ENDED
+
+
+async def test_a_stalled_write_times_out_and_says_so(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "trio_sse")
+    bc: Broadcaster[str, Event] = Broadcaster()
+    stream = bc.subscribe("k")
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(
+            nursery, stream, SseConfig(write_timeout=3, keep_alive=None)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        transport.hold = True
+        bc.send("k", Event("stuck"))
+        await transport.writing.wait()
+        start = trio.current_time()
+        await trio.sleep(2.9)
+        assert driver.state is S.SENDING
+        await trio.sleep(0.2)
+        # Ended and unsubscribed on time, though the write is still stuck.
+        assert driver.state is S.CLOSED and driver.end is End.TIMED_OUT
+        assert trio.current_time() - start <= 3.1
+        assert bc.subscriber_count("k") == 0
+        assert any("did not read for 3" in r.getMessage() for r in caplog.records)
+        transport.release.set()
+        await done.wait()
+    assert driver.trace[-2:] == [S.SENDING, S.CLOSED]
+
+
+async def test_shutdown_while_waiting_writes_the_final_retry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    _tx, rx = trio.open_memory_channel[Any](10)
+    signal = ShutdownSignal()
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(
+            nursery, rx, SseConfig(shutdown_retry=2), shutdown=signal
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        signal.set()
+        await done.wait()
+    assert transport.writes[-1] == b"retry: 2000\n\n"
+    assert driver.trace[-3:] == [S.STOPPING, S.DRAINING, S.CLOSED]
+    assert driver.end is End.SHUTDOWN and transport.closed_with is End.SHUTDOWN
+
+
+async def test_shutdown_during_a_write_lets_it_finish_then_drains(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tx, rx = trio.open_memory_channel[Any](10)
+    signal = trio.Event()  # a plain trio.Event works too
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(
+            nursery, rx, SseConfig(shutdown_retry=1), shutdown=signal
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        transport.hold = True
+        await tx.send("in flight")
+        await transport.writing.wait()
+        signal.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert driver.state is S.STOPPING
+        transport.hold = False
+        transport.release.set()
+        await done.wait()
+    assert [e.data for e in transport.events()] == ["in flight"]
+    assert transport.writes[-1] == b"retry: 1000\n\n"
+    assert driver.trace[-4:] == [S.SENDING, S.STOPPING, S.DRAINING, S.CLOSED]
+
+
+async def test_disconnect_ends_and_closes_the_source(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, Event] = Broadcaster()
+    stream = bc.subscribe("k")
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(nursery, stream)
+        await trio.testing.wait_all_tasks_blocked()
+        await transport.incoming_tx.send(None)
+        await done.wait()
+    assert driver.end is End.DISCONNECTED
+    assert stream.closed and bc.subscriber_count("k") == 0
+
+
+async def test_lag_without_policy_ends_with_lagged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, str] = Broadcaster(buffer=2)
+    stream = bc.subscribe("k")
+    for i in range(5):
+        bc.send("k", f"e{i}")
+    async with trio.open_nursery() as nursery:
+        driver, _, done = run_driver(nursery, stream)
+        await done.wait()
+    assert driver.end is End.LAGGED
+
+
+async def test_lag_policy_end_writes_what_was_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, str] = Broadcaster(buffer=2)
+    stream = bc.subscribe("k").on_lag(LagPolicy.END)
+    for i in range(5):
+        bc.send("k", f"e{i}")
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(nursery, stream)
+        await done.wait()
+    assert [e.data for e in transport.events()] == ["e0", "e1"]
+    assert driver.end is End.ENDED
+
+
+async def test_a_failing_source_ends_with_failed(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken() -> AsyncIterator[str]:
+        yield "before"
+        raise KeyError("boom")
+
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(nursery, broken())
+        await done.wait()
+    assert [e.data for e in transport.events()] == ["before"]
+    assert driver.end is End.FAILED
+    assert any(
+        r.exc_info and isinstance(r.exc_info[1], KeyError) for r in caplog.records
+    )
+
+
+async def test_a_failing_message_handler_ends_with_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    got: list[str] = []
+
+    async def on_message(text: str) -> None:
+        got.append(text)
+        if text == "bad":
+            raise ValueError(text)
+
+    _tx, rx = trio.open_memory_channel[Any](10)
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(nursery, rx, on_message=on_message)
+        await transport.incoming_tx.send("hello")
+        await transport.incoming_tx.send("bad")
+        await done.wait()
+    assert got == ["hello", "bad"]
+    assert driver.end is End.FAILED and transport.closed_with is End.FAILED
+
+
+async def test_channel_function_runs_in_the_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def fn(tx: Sender) -> None:
+        for i in range(3):
+            await tx.send(Event(f"n{i}"))
+            await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(nursery, None, function=fn)
+        await done.wait()
+    assert [e.data for e in transport.events()] == ["n0", "n1", "n2"]
+    assert driver.end is End.ENDED
+
+
+# -- every kind of source -----------------------------------------------------------
+
+
+def memory_channel() -> tuple[Any, Callable[[], Any]]:
+    tx, rx = trio.open_memory_channel[Any](10)
+    for item in ("a", "b", "c"):
+        tx.send_nowait(item)
+    tx.close()
+    return rx, lambda: None
+
+
+def safe_channel() -> tuple[Any, Callable[[], Any]]:
+    @trio.as_safe_channel
+    async def letters() -> AsyncIterator[str]:
+        for item in ("a", "b", "c"):
+            yield item
+
+    manager = letters()
+    return manager, lambda: None
+
+
+def generator() -> tuple[Any, Callable[[], Any]]:
+    async def letters() -> AsyncIterator[str]:
+        for item in ("a", "b", "c"):
+            yield item
+
+    return letters(), lambda: None
+
+
+def anyio_stream() -> tuple[Any, Callable[[], Any]]:
+    send, receive = anyio.create_memory_object_stream[str](10)
+    for item in ("a", "b", "c"):
+        send.send_nowait(item)
+    send.close()
+    return receive, receive.close
+
+
+def broadcast_stream() -> tuple[Any, Callable[[], Any]]:
+    bc: Broadcaster[str, str] = Broadcaster(history=5)
+    probe = bc.subscribe("k")
+    for item in ("x", "a", "b", "c"):
+        bc.send("k", item)
+    probe.receive_nowait()
+    stream = bc.subscribe("k", last_event_id=probe.last_id).on_lag(LagPolicy.END)
+    probe.close()
+    bc.remove("k")
+    return stream, lambda: None
+
+
+@pytest.mark.parametrize(
+    "make", [memory_channel, safe_channel, generator, anyio_stream, broadcast_stream]
+)
+async def test_every_kind_of_source_streams(
+    make: Callable[[], tuple[Any, Callable[[], Any]]],
+) -> None:
+    source, cleanup = make()
+    with trio.fail_after(5):
+        if make is safe_channel:
+            async with source as channel, trio.open_nursery() as nursery:
+                driver, transport, done = run_driver(nursery, channel)
+                await done.wait()
+        else:
+            async with trio.open_nursery() as nursery:
+                driver, transport, done = run_driver(nursery, source)
+                await done.wait()
+    cleanup()
+    assert [e.data for e in transport.events()] == ["a", "b", "c"]
+    assert driver.end is End.ENDED
