@@ -480,3 +480,73 @@ async def test_every_kind_of_source_streams(
     cleanup()
     assert [e.data for e in transport.events()] == ["a", "b", "c"]
     assert driver.end is End.ENDED
+
+
+# -- batching under load (write_delay) ------------------------------------------------
+
+
+async def test_idle_loop_writes_each_event_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tx, rx = trio.open_memory_channel[Any](10)
+    async with trio.open_nursery() as nursery:
+        _, transport, _ = run_driver(nursery, rx, SseConfig(write_delay=1.0))
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        for name in ("a", "b", "c"):
+            await tx.send(name)
+            await trio.testing.wait_all_tasks_blocked()
+        # Three writes, no time passed: nothing was held back.
+        assert [e.data for e in transport.events()] == ["a", "b", "c"]
+        assert len(transport.writes) == 4  # with the opening comment
+        assert trio.current_time() == start
+        tx.close()
+
+
+class SlowWriteTransport(FakeTransport):
+    """Each write takes three checkpoints, as Hypercorn's trio worker's does."""
+
+    async def write(self, data: bytes) -> None:
+        for _ in range(3):
+            await trio.lowlevel.checkpoint()
+        self.writes.append(data)
+        self.times.append(trio.current_time())
+
+    times: list[float]
+
+
+@pytest.mark.parametrize("delay", [0, 0.5])
+async def test_a_stream_that_is_behind_gathers_events_into_one_write(
+    autojump_clock: trio.testing.MockClock, delay: float
+) -> None:
+    tx, rx = trio.open_memory_channel[Any](100)
+    transport = SlowWriteTransport()
+    transport.times = []
+    driver = StreamDriver(transport, rx, SseConfig(write_delay=delay))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        # A publisher fed by a socket: a checkpoint between two events.
+        for i in range(30):
+            await tx.send(f"e{i}")
+            await trio.lowlevel.checkpoint()
+        await trio.sleep(1)
+        assert [e.data for e in transport.events()] == [f"e{i}" for i in range(30)]
+        writes = [w.count(b"data:") for w in transport.writes if b"data:" in w]
+        if delay:
+            # Behind for two writes in a row, then one write for the rest,
+            # write_delay later.
+            assert len(writes) <= 4 and writes[-1] >= 20
+            assert transport.times[-1] - start == pytest.approx(delay)
+        else:
+            assert len(writes) >= 10
+            assert transport.times[-1] == start
+        # Then the stream keeps up again: the next event goes out at once.
+        before = len(transport.writes)
+        now = trio.current_time()
+        await tx.send("late")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(transport.writes) == before + 1
+        assert trio.current_time() == now
+        tx.close()

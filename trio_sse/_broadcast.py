@@ -358,6 +358,13 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
         :raises ~trio_sse.Lagged: once after a lag, without a lag policy.
         """
         sub = self._sub
+        if self._source is not None:
+            if self._held or self._failed is not None:
+                await trio.lowlevel.checkpoint()
+                return self.receive_nowait()
+            # The source checkpoints; its item is mapped with its own id.
+            item = await self._source.receive()
+            return cast(self._fn, item, sub.last_id)  # type: ignore[arg-type,return-value]
         if sub.pending_replay is not None and not sub.closed:
             await self._load_replay()
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -368,9 +375,6 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return item
-        if self._source is not None:
-            item = await self._source.receive()
-            return cast(self._fn, item, sub.last_id)  # type: ignore[arg-type,return-value]
         while True:
             try:
                 pair = await sub.receive.receive()

@@ -78,11 +78,14 @@ class SseConfig:
     shutdown_retry: float | None = _duration(None)
     #: Upper bound of one coalesced write, in bytes.
     coalesce_bytes: int = attrs.field(default=65_536, validator=_positive_int)
-    #: Longest a stream that is behind waits for more events before its
-    #: next write, so that one write carries several. A stream that keeps up
-    #: never waits, and on an idle server each event is written at once.
+    #: How long a stream that is behind waits before its next write, so
+    #: that the events of that time go out in one write (each write costs
+    #: the server far more than the bytes in it). A stream is behind when
+    #: events arrived while it was writing; one that keeps up never waits,
+    #: and on an idle server every event is written at once. ``0``: never
+    #: wait.
     write_delay: float = attrs.field(
-        default=0.0, converter=_to_seconds, validator=_seconds(allow_zero=True)
+        default=0.05, converter=_to_seconds, validator=_seconds(allow_zero=True)
     )
 
     @classmethod

@@ -500,6 +500,8 @@ class StreamDriver:
         deadline moves per event.
         """
         keep_alive = comment()
+        delay = self._config.write_delay
+        behind = 0  # writes in a row after which events were waiting
         pending = [self._opening()]
         size = len(pending[0])
         receive_nowait = getattr(source, "receive_nowait", None)
@@ -524,6 +526,21 @@ class StreamDriver:
                         size = 0
                         if not await self._write(body):
                             return
+                        if (
+                            delay
+                            and receive_nowait is not None
+                            and self._source_end is None
+                        ):
+                            size = self._collect(
+                                batch, receive_nowait, pending, size, encode
+                            )
+                            behind = behind + 1 if pending else 0
+                            if behind > 1 and size < self._limit:
+                                # Events came during this write and the one
+                                # before: the stream is behind, so let the
+                                # next write_delay's events join them in one
+                                # write. A stream that keeps up never waits.
+                                await trio.sleep(delay)
                         continue
                     if self._source_end is not None:
                         self.fire(Trigger.SOURCE_ENDED, self._source_end)
