@@ -445,5 +445,5 @@ async def test_serving_and_stopping_closes_every_socket() -> None:
     before = open_fds()
     async with serve_app(hello) as url:
         assert await get(url) == (200, b"hello")
-        assert len(open_fds() - before) >= 2  # our listening socket + Hypercorn's
+        assert len(open_fds() - before) >= 1  # the listening socket
     assert open_fds() == before

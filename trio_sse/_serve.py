@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
@@ -64,27 +62,43 @@ async def _listen(
             sock.setsockopt(socket.IPPROTO_TCP, user_timeout, timeout_ms)
         sock.bind(address)
         sock.listen(backlog)
-        # Left blocking on purpose: this object is never used for I/O, and
-        # Hypercorn making its duplicate non-blocking (a flag the two share)
-        # is how serve() tells that Hypercorn took the socket over.
     except BaseException:
         sock.close()
         raise
     return sock
 
 
+class _PremadeSocketConfig(hypercorn.config.Config):
+    """Hypercorn settings whose :meth:`create_sockets` hands over one open socket.
+
+    ``create_sockets()`` is Hypercorn's extension point for sockets made
+    elsewhere: the worker listens on what it returns instead of binding
+    ``bind`` itself.
+    """
+
+    premade_socket: socket.socket | None = None
+
+    def create_sockets(self) -> hypercorn.config.Sockets:
+        sock = self.premade_socket
+        if sock is None:
+            return super().create_sockets()
+        if self.ssl_enabled:
+            return hypercorn.config.Sockets([sock], [], [])
+        return hypercorn.config.Sockets([], [sock], [])
+
+
 def _hypercorn_config(
     base: hypercorn.config.Config | None, graceful_timeout: float | None
-) -> hypercorn.config.Config:
+) -> _PremadeSocketConfig:
     """A private copy of *base* (never mutated), or quiet defaults."""
+    config = _PremadeSocketConfig()
     if base is None:
-        config = hypercorn.config.Config()
         # A logger object, not "-": Hypercorn would otherwise replace the
         # handlers of the process-wide "hypercorn.error" logger.
         config.errorlog = logging.getLogger("hypercorn.error")
         config.accesslog = None
     else:
-        config = copy.copy(base)
+        vars(config).update(vars(base))
     if graceful_timeout is not None:
         config.graceful_timeout = graceful_timeout
     return config
@@ -137,20 +151,6 @@ def _wrap(app: _App, shutdown: ShutdownSignal) -> _App:
     return asgi
 
 
-def _untaken_duplicate(fd: int, sock: socket.socket) -> bool:
-    """Whether *fd* is still our duplicate of *sock*, not yet taken by Hypercorn.
-
-    Hypercorn wraps the fd in a socket object of its own (which closes it)
-    and makes it non-blocking; until then it is ours to close.
-    """
-    try:
-        a, b = os.fstat(fd), os.fstat(sock.fileno())
-        blocking = os.get_blocking(fd)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and blocking
-
-
 async def serve(
     app: Any,
     host: str = "127.0.0.1",
@@ -193,7 +193,7 @@ async def serve(
     :param port: TCP port; ``0`` picks a free one.
     :param config: the stream settings; only ``write_timeout`` is used here.
     :param hypercorn_config: further Hypercorn settings (TLS, HTTP/2, logs).
-        It is copied, never modified; its ``bind`` is replaced by
+        It is copied, never modified; its ``bind`` is ignored in favour of
         *host* and *port*. Without it, the access log is off and errors go
         to the ``hypercorn.error`` logger.
     :param graceful_timeout: seconds between the start of shutdown and the
@@ -207,13 +207,10 @@ async def serve(
     asgi = _wrap(app, shutdown)
 
     with await _listen(host, port, sse_config.write_timeout, hc_config.backlog) as sock:
-        # Hypercorn wraps the fd in a socket object of its own and closes it
-        # when it stops listening, so it gets a duplicate; ours is closed by
-        # the ``with`` block.
-        fd = os.dup(sock.fileno())
-        hc_config.bind = [f"fd://{fd}"]
+        # Hypercorn listens on this very socket (through create_sockets());
+        # the ``with`` block closes it whatever happens.
+        hc_config.premade_socket = sock
         run_scope = trio.CancelScope()
-        started = False
 
         async def run_hypercorn(
             task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
@@ -229,22 +226,15 @@ async def serve(
             # Hypercorn ended by itself (or its hard deadline passed).
             nursery.cancel_scope.cancel()
 
-        try:
-            async with trio.open_nursery() as nursery:
-                binds: list[str] = await nursery.start(run_hypercorn)
-                started = True
-                # From now on Hypercorn only stops through the trigger below,
-                # so that a cancelled caller still gets a graceful shutdown.
-                run_scope.shield = True
-                task_status.started(binds)
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    shutdown.set()
-                    stop.set()
-                    run_scope.deadline = trio.current_time() + grace
-        finally:
-            if not started and _untaken_duplicate(fd, sock):
-                # Hypercorn failed before it took the fd over (e.g. in the
-                # lifespan startup).
-                os.close(fd)
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(run_hypercorn)
+            # From now on Hypercorn only stops through the trigger below,
+            # so that a cancelled caller still gets a graceful shutdown.
+            run_scope.shield = True
+            task_status.started(binds)
+            try:
+                await trio.sleep_forever()
+            finally:
+                shutdown.set()
+                stop.set()
+                run_scope.deadline = trio.current_time() + grace
