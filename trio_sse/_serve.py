@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import logging
+import math
+import random
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any, cast
 
+import h11
 import hypercorn.config
-import hypercorn.trio
 import trio
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import repr_socket_addr, wrap_app
 
 from ._config import SseConfig
 from ._shutdown import ShutdownSignal
@@ -102,6 +113,236 @@ def _hypercorn_config(
     if graceful_timeout is not None:
         config.graceful_timeout = graceful_timeout
     return config
+
+
+#: Bytes a connection reads ahead of Hypercorn's protocol, at most.
+_READ_AHEAD = 2 * MAX_RECV
+
+_Listener = trio.SocketListener | trio.SSLListener[trio.SocketStream]
+
+
+class _Connection(TCPServer):
+    """Hypercorn's connection handler, with a read loop that always sees EOF.
+
+    Hypercorn's own loop hands each read to the protocol and waits until the
+    protocol is done with it. Its HTTP/1.1 protocol pauses on bytes that
+    follow a request (a pipelined request, a stray CRLF) until the response
+    ends, so the loop stops reading and a client that closes is not noticed:
+    an endless response never gets ``http.disconnect``. Here the loop reads
+    the socket (up to :data:`_READ_AHEAD` bytes ahead) while a task feeds
+    the protocol in order; when the client closes after a complete request,
+    the protocol is told at once, paused or not.
+    """
+
+    _pending = 0  # bytes read and not yet handed to the protocol
+    _peer_closed = False
+
+    def _request_complete(self) -> bool:
+        """Whether the client has sent its whole HTTP/1.1 request.
+
+        What it sends from then on belongs to a later request, which the
+        protocol does not read before the response ends.
+        """
+        connection = getattr(self.protocol.protocol, "connection", None)
+        return isinstance(connection, h11.Connection) and (
+            connection.their_state is h11.DONE
+        )
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated) and event.idle and self._peer_closed:
+            # The response ended and the client is gone: close, rather than
+            # wait for a request that cannot come.
+            event = Closed()
+        await super().protocol_send(event)
+
+    async def _read_data(self) -> None:
+        send, receive = trio.open_memory_channel[bytes](math.inf)
+        self._drained = trio.Event()
+        feeding = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._feed, receive, feeding, nursery.cancel_scope)
+            async with send:
+                while True:
+                    if self._pending > _READ_AHEAD:
+                        if self._request_complete():
+                            # Pipelined bytes piling up behind a response.
+                            feeding.cancel()
+                            break
+                        await self._drained.wait()
+                        continue
+                    try:
+                        with trio.fail_after(self.config.read_timeout or math.inf):
+                            data = bytes(await self.stream.receive_some(MAX_RECV))
+                    except (
+                        trio.ClosedResourceError,
+                        trio.BrokenResourceError,
+                        trio.TooSlowError,
+                    ):
+                        data = None
+                    if data:
+                        self._pending += len(data)
+                        if self._pending > _READ_AHEAD:
+                            self._drained = trio.Event()
+                        send.send_nowait(data)
+                        continue
+                    self._peer_closed = True
+                    if self._request_complete():
+                        # The protocol may be paused on bytes after the
+                        # request: it would never read this EOF.
+                        feeding.cancel()
+                    elif data is not None:
+                        send.send_nowait(data)  # EOF, after what came before
+                    break
+        await self.protocol.handle(Closed())
+        # Nothing more can come: do not keep an idle connection open for
+        # Hypercorn's keep-alive timeout.
+        await self.idle_task.stop()
+
+    async def _feed(
+        self,
+        receive: trio.MemoryReceiveChannel[bytes],
+        scope: trio.CancelScope,
+        connection_scope: trio.CancelScope,
+    ) -> None:
+        """Hand what the socket gave to the protocol, in order."""
+        with scope:
+            try:
+                async for data in receive:
+                    self._pending -= len(data)
+                    if self._pending <= _READ_AHEAD:
+                        self._drained.set()
+                    if self._peer_closed and self._request_complete():
+                        return  # gone; the rest is a request nobody awaits
+                    await self.protocol.handle(RawData(data))
+                    if not data:
+                        return
+            except OSError:
+                # As in Hypercorn's loop: a socket error ends the connection.
+                connection_scope.cancel()
+
+
+class _Worker:
+    """Hypercorn's trio worker loop, with connections serve() can reach.
+
+    The same steps as ``hypercorn.trio.run.worker_serve`` (lifespan, then
+    serving the sockets ``config.create_sockets()`` returns, then a graceful
+    shutdown) with two differences: connections read with
+    :class:`_Connection`, and when the grace period ends every connection
+    still open is closed, which also ends writes Hypercorn shields from
+    cancellation (a client that stopped reading).
+    """
+
+    def __init__(
+        self, app: AppWrapper, config: hypercorn.config.Config, stop: trio.Event
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.stop = stop
+        self.connections: set[_Connection] = set()
+
+    async def run(
+        self, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        config = self.config
+        config.set_statsd_logger_class(StatsdLogger)
+        lifespan_state: LifespanState = {}
+        lifespan = Lifespan(self.app, config, lifespan_state)
+        max_requests = None
+        if config.max_requests is not None:
+            max_requests = config.max_requests + random.randint(
+                0, config.max_requests_jitter
+            )
+        context = WorkerContext(max_requests)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            # Each request sees what the lifespan startup put in its state.
+            state = ConnectionState(lifespan_state.copy())
+            handler = partial(self._handle, context, state)
+            listeners, binds = await self._listeners()
+            closing = trio.CancelScope()
+            async with trio.open_nursery() as server_nursery:
+                task_status.started(binds)
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            handler,
+                            listeners,
+                            handler_nursery=server_nursery,
+                        )
+                    )
+                    stopped = accepting.cancel_scope.cancel
+                    accepting.start_soon(_call_after, self.stop.wait, stopped)
+                    accepting.start_soon(_call_after, context.terminate.wait, stopped)
+                await context.terminated.set()
+                deadline = trio.current_time() + config.graceful_timeout
+                server_nursery.cancel_scope.deadline = deadline
+                lifespan_nursery.start_soon(self._close_all_at, deadline, closing)
+            closing.cancel()
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+    async def _listeners(self) -> tuple[list[_Listener], list[str]]:
+        """Listeners on the sockets of ``config.create_sockets()``, and their URLs."""
+        config = self.config
+        sockets = config.create_sockets()
+        listeners: list[_Listener] = []
+        binds: list[str] = []
+        for secure, socks in (
+            (True, sockets.secure_sockets),
+            (False, sockets.insecure_sockets),
+        ):
+            for sock in socks:
+                listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                if secure:
+                    ssl_context = cast(ssl.SSLContext, config.create_ssl_context())
+                    listeners.append(
+                        trio.SSLListener(listener, ssl_context, https_compatible=True)
+                    )
+                else:
+                    listeners.append(listener)
+                scheme = "https" if secure else "http"
+                url = f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}"
+                binds.append(url)
+                await config.log.info(f"Running on {url}")
+        return listeners, binds
+
+    async def _handle(
+        self, context: WorkerContext, state: ConnectionState, stream: trio.abc.Stream
+    ) -> None:
+        connection = _Connection(
+            self.app, self.config, context, state, cast(Any, stream)
+        )
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+
+    async def _close_all_at(self, deadline: float, scope: trio.CancelScope) -> None:
+        """At *deadline* (or when cancelled), close every connection still open.
+
+        Closing a trio socket wakes a task blocked sending on it with
+        :exc:`trio.ClosedResourceError`, shielded or not.
+        """
+        with scope:
+            try:
+                await trio.sleep_until(deadline)
+            finally:
+                for connection in list(self.connections):
+                    stream = getattr(
+                        connection.stream, "transport_stream", connection.stream
+                    )
+                    cast(trio.SocketStream, stream).socket.close()
+
+
+async def _call_after(
+    wait: Callable[[], Awaitable[object]], then: Callable[[], object]
+) -> None:
+    """``await wait()``, then ``then()``."""
+    await wait()
+    then()
 
 
 async def _lifespan(app: _App, scope: _Scope, receive: _Receive, send: _Send) -> None:
@@ -207,28 +448,27 @@ async def serve(
     asgi = _wrap(app, shutdown)
 
     with await _listen(host, port, sse_config.write_timeout, hc_config.backlog) as sock:
-        # Hypercorn listens on this very socket (through create_sockets());
+        # The worker listens on this very socket (through create_sockets());
         # the ``with`` block closes it whatever happens.
         hc_config.premade_socket = sock
+        worker = _Worker(
+            wrap_app(cast(Any, asgi), hc_config.wsgi_max_body_size, "asgi"),
+            hc_config,
+            stop,
+        )
         run_scope = trio.CancelScope()
 
-        async def run_hypercorn(
+        async def run_worker(
             task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
         ) -> None:
             with run_scope:
-                await hypercorn.trio.serve(
-                    cast(Any, asgi),
-                    hc_config,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
-                    mode="asgi",
-                )
-            # Hypercorn ended by itself (or its hard deadline passed).
+                await worker.run(task_status=task_status)
+            # The worker ended by itself (or its hard deadline passed).
             nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(run_hypercorn)
-            # From now on Hypercorn only stops through the trigger below,
+            binds: list[str] = await nursery.start(run_worker)
+            # From now on the worker only stops through the trigger below,
             # so that a cancelled caller still gets a graceful shutdown.
             run_scope.shield = True
             task_status.started(binds)
