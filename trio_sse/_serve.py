@@ -427,7 +427,10 @@ async def serve(
     Hypercorn stops accepting, open connections get ``graceful_timeout``
     seconds (default: ``hypercorn_config.graceful_timeout``, 3 s) to finish,
     the lifespan shutdown runs, and whatever still runs when the timeout
-    expires is cancelled. Then the cancellation propagates.
+    expires is cancelled; connections still open then are closed, which
+    also ends writes stuck on clients that stopped reading. So the whole
+    shutdown takes at most ``graceful_timeout``. Then the cancellation
+    propagates.
 
     :param app: an ASGI 3 application; lifespan events reach it as usual.
     :param host: interface to listen on; ``""`` listens on all of them.
