@@ -38,6 +38,7 @@ from ._response import Sender as Sender
 from ._response import SseResponse as SseResponse
 from ._response import last_event_id as last_event_id
 from ._response import sse_channel as sse_channel
+from ._serve import run as run
 from ._serve import serve as serve
 from ._shutdown import ShutdownSignal as ShutdownSignal
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,7 +26,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 from ._config import SseConfig
 from ._shutdown import ShutdownSignal
 
-__all__ = ["SHUTDOWN_SCOPE_KEY", "serve"]
+__all__ = ["SHUTDOWN_SCOPE_KEY", "run", "serve"]
 
 #: The ASGI scope key under which :func:`serve` puts its
 #: :class:`~trio_sse.ShutdownSignal`; streaming responses end cleanly when
@@ -36,6 +37,8 @@ _Scope = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+_logger = logging.getLogger("trio_sse")
 
 # The kernel option is an unsigned int of milliseconds.
 _MAX_USER_TIMEOUT_MS = 2**31 - 1
@@ -400,6 +403,7 @@ async def serve(
     config: SseConfig | None = None,
     hypercorn_config: hypercorn.config.Config | None = None,
     graceful_timeout: float | None = None,
+    handle_signals: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI application *app* with Hypercorn's trio worker.
@@ -432,6 +436,12 @@ async def serve(
     shutdown takes at most ``graceful_timeout``. Then the cancellation
     propagates.
 
+    With ``handle_signals=True``, SIGTERM and SIGINT (what docker, systemd
+    and Ctrl+C send) start the same graceful shutdown, after which
+    :func:`serve` returns normally; a second signal cuts the grace period
+    short. Signals can only be received in the main thread.
+    :func:`trio_sse.run` is this, as a program's entry point.
+
     :param app: an ASGI 3 application; lifespan events reach it as usual.
     :param host: interface to listen on; ``""`` listens on all of them.
     :param port: TCP port; ``0`` picks a free one.
@@ -442,6 +452,7 @@ async def serve(
         to the ``hypercorn.error`` logger.
     :param graceful_timeout: seconds between the start of shutdown and the
         cancellation of whatever still runs.
+    :param handle_signals: shut down gracefully on SIGTERM and SIGINT.
     """
     sse_config = config if config is not None else SseConfig()
     hc_config = _hypercorn_config(hypercorn_config, graceful_timeout)
@@ -470,14 +481,66 @@ async def serve(
             nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
+            requested = trio.Event()
+            if handle_signals:
+                await nursery.start(_shut_down_on_signals, requested, run_scope)
             binds: list[str] = await nursery.start(run_worker)
             # From now on the worker only stops through the trigger below,
             # so that a cancelled caller still gets a graceful shutdown.
             run_scope.shield = True
             task_status.started(binds)
             try:
-                await trio.sleep_forever()
+                await requested.wait()
             finally:
                 shutdown.set()
                 stop.set()
                 run_scope.deadline = trio.current_time() + grace
+
+
+async def _shut_down_on_signals(
+    requested: trio.Event,
+    hard_stop: trio.CancelScope,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Set *requested* on SIGTERM or SIGINT; cancel *hard_stop* on a second one."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if requested.is_set():
+                _logger.warning("%s again: stopping now", name)
+                hard_stop.cancel()
+            else:
+                _logger.info("%s: shutting down gracefully", name)
+                requested.set()
+
+
+def run(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    config: SseConfig | None = None,
+    hypercorn_config: hypercorn.config.Config | None = None,
+    graceful_timeout: float | None = None,
+) -> None:
+    """Serve *app* until SIGTERM or SIGINT, then shut down gracefully and return.
+
+    A program's entry point, for ``python app.py`` in a container or under
+    systemd: ``trio.run`` of :func:`serve` with ``handle_signals=True``
+    (see there for the parameters). Streams end cleanly (with their final
+    ``retry:`` if configured), Hypercorn drains within ``graceful_timeout``,
+    and the process can exit with status 0.
+    """
+    trio.run(
+        partial(
+            serve,
+            app,
+            host,
+            port,
+            config=config,
+            hypercorn_config=hypercorn_config,
+            graceful_timeout=graceful_timeout,
+            handle_signals=True,
+        )
+    )
