@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import random
 import signal
 import socket
@@ -82,7 +84,7 @@ async def _listen(
     return sock
 
 
-class _PremadeSocketConfig(hypercorn.config.Config):
+class _ServeConfig(hypercorn.config.Config):
     """Hypercorn settings whose :meth:`create_sockets` hands over one open socket.
 
     ``create_sockets()`` is Hypercorn's extension point for sockets made
@@ -91,6 +93,8 @@ class _PremadeSocketConfig(hypercorn.config.Config):
     """
 
     premade_socket: socket.socket | None = None
+    #: See ``serve(body_timeout=...)``.
+    body_timeout: float | None = None
 
     def create_sockets(self) -> hypercorn.config.Sockets:
         sock = self.premade_socket
@@ -103,9 +107,9 @@ class _PremadeSocketConfig(hypercorn.config.Config):
 
 def _hypercorn_config(
     base: hypercorn.config.Config | None, graceful_timeout: float | None
-) -> _PremadeSocketConfig:
+) -> _ServeConfig:
     """A private copy of *base* (never mutated), or quiet defaults."""
-    config = _PremadeSocketConfig()
+    config = _ServeConfig()
     if base is None:
         # A logger object, not "-": Hypercorn would otherwise replace the
         # handlers of the process-wide "hypercorn.error" logger.
@@ -120,8 +124,6 @@ def _hypercorn_config(
 
 #: Bytes a connection reads ahead of Hypercorn's protocol, at most.
 _READ_AHEAD = 2 * MAX_RECV
-
-_Listener = trio.SocketListener | trio.SSLListener[trio.SocketStream]
 
 
 class _Connection(TCPServer):
@@ -139,6 +141,8 @@ class _Connection(TCPServer):
 
     _pending = 0  # bytes read and not yet handed to the protocol
     _peer_closed = False
+    _body_deadline = math.inf
+    _read_scope: trio.CancelScope | None = None
 
     def _request_complete(self) -> bool:
         """Whether the client has sent its whole HTTP/1.1 request.
@@ -151,11 +155,29 @@ class _Connection(TCPServer):
             connection.their_state is h11.DONE
         )
 
+    def _awaiting_body(self) -> bool:
+        """Whether an HTTP/1.1 request's head came and its body is still due."""
+        connection = getattr(self.protocol.protocol, "connection", None)
+        return isinstance(connection, h11.Connection) and (
+            connection.their_state is h11.SEND_BODY
+        )
+
+    def _set_body_deadline(self, deadline: float) -> None:
+        self._body_deadline = deadline
+        if self._read_scope is not None:
+            self._read_scope.deadline = deadline
+
     async def protocol_send(self, event: Event) -> None:
-        if isinstance(event, Updated) and event.idle and self._peer_closed:
-            # The response ended and the client is gone: close, rather than
-            # wait for a request that cannot come.
-            event = Closed()
+        if isinstance(event, Updated):
+            if event.idle and self._peer_closed:
+                # The response ended and the client is gone: close, rather
+                # than wait for a request that cannot come.
+                event = Closed()
+            elif not event.idle and self._awaiting_body():
+                # A request head came: its body has body_timeout to arrive.
+                timeout = cast(_ServeConfig, self.config).body_timeout
+                if timeout is not None:
+                    self._set_body_deadline(trio.current_time() + timeout)
         await super().protocol_send(event)
 
     async def _read_data(self) -> None:
@@ -174,7 +196,11 @@ class _Connection(TCPServer):
                         await self._drained.wait()
                         continue
                     try:
-                        with trio.fail_after(self.config.read_timeout or math.inf):
+                        with (
+                            trio.CancelScope(deadline=self._body_deadline) as scope,
+                            trio.fail_after(self.config.read_timeout or math.inf),
+                        ):
+                            self._read_scope = scope
                             data = bytes(await self.stream.receive_some(MAX_RECV))
                     except (
                         trio.ClosedResourceError,
@@ -182,6 +208,17 @@ class _Connection(TCPServer):
                         trio.TooSlowError,
                     ):
                         data = None
+                    self._read_scope = None
+                    if scope.cancelled_caught:
+                        if self._awaiting_body():
+                            _logger.info(
+                                "closing a connection whose request body took"
+                                " longer than body_timeout"
+                            )
+                            data = None
+                        else:
+                            self._set_body_deadline(math.inf)
+                            continue
                     if data:
                         self._pending += len(data)
                         if self._pending > _READ_AHEAD:
@@ -219,9 +256,57 @@ class _Connection(TCPServer):
                     await self.protocol.handle(RawData(data))
                     if not data:
                         return
+                    if self._body_deadline < math.inf and not self._awaiting_body():
+                        self._set_body_deadline(math.inf)  # the body is in
             except OSError:
                 # As in Hypercorn's loop: a socket error ends the connection.
                 connection_scope.cancel()
+
+
+#: accept() errors that mean "out of file descriptors or memory, for now".
+_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Seconds between accept() attempts at the limit (as trio.serve_listeners).
+_ACCEPT_RETRY = 0.1
+
+
+class _PatientListener(trio.abc.Listener[trio.abc.Stream]):
+    """A listener that waits out a full file descriptor table, with one log line.
+
+    At the limit, ``accept()`` fails until a connection closes; there is no
+    event to wait for, so it retries every :data:`_ACCEPT_RETRY` seconds (as
+    :func:`trio.serve_listeners` does, which would log a traceback each
+    time). The first failure logs one error; the first success after it,
+    one line more.
+    """
+
+    def __init__(self, listener: trio.abc.Listener[Any]) -> None:
+        self.listener = listener
+        self._at_limit = False
+
+    async def accept(self) -> trio.abc.Stream:
+        while True:
+            try:
+                stream: trio.abc.Stream = await self.listener.accept()
+            except OSError as error:
+                if error.errno not in _CAPACITY_ERRNOS:
+                    raise
+                if not self._at_limit:
+                    self._at_limit = True
+                    _logger.error(
+                        "cannot accept connections: %s (%s); new clients wait"
+                        " until open connections close",
+                        errno.errorcode[error.errno],
+                        os.strerror(error.errno),
+                    )
+                await trio.sleep(_ACCEPT_RETRY)
+                continue
+            if self._at_limit:
+                self._at_limit = False
+                _logger.warning("accepting connections again")
+            return stream
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
 
 
 class _Worker:
@@ -286,25 +371,26 @@ class _Worker:
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
 
-    async def _listeners(self) -> tuple[list[_Listener], list[str]]:
+    async def _listeners(self) -> tuple[list[_PatientListener], list[str]]:
         """Listeners on the sockets of ``config.create_sockets()``, and their URLs."""
         config = self.config
         sockets = config.create_sockets()
-        listeners: list[_Listener] = []
+        listeners: list[_PatientListener] = []
         binds: list[str] = []
         for secure, socks in (
             (True, sockets.secure_sockets),
             (False, sockets.insecure_sockets),
         ):
             for sock in socks:
-                listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                listener: trio.abc.Listener[Any] = trio.SocketListener(
+                    trio.socket.from_stdlib_socket(sock)
+                )
                 if secure:
                     ssl_context = cast(ssl.SSLContext, config.create_ssl_context())
-                    listeners.append(
-                        trio.SSLListener(listener, ssl_context, https_compatible=True)
+                    listener = trio.SSLListener(
+                        listener, ssl_context, https_compatible=True
                     )
-                else:
-                    listeners.append(listener)
+                listeners.append(_PatientListener(listener))
                 scheme = "https" if secure else "http"
                 url = f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}"
                 binds.append(url)
@@ -404,6 +490,8 @@ async def serve(
     hypercorn_config: hypercorn.config.Config | None = None,
     graceful_timeout: float | None = None,
     handle_signals: bool = False,
+    backlog: int = 2048,
+    body_timeout: float | None = 60.0,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI application *app* with Hypercorn's trio worker.
@@ -453,15 +541,24 @@ async def serve(
     :param graceful_timeout: seconds between the start of shutdown and the
         cancellation of whatever still runs.
     :param handle_signals: shut down gracefully on SIGTERM and SIGINT.
+    :param backlog: the listening socket's accept queue (the kernel caps it
+        at ``net.core.somaxconn``); Hypercorn's ``backlog`` is ignored.
+    :param body_timeout: seconds an HTTP/1.1 client has, from the end of its
+        request head, to send the whole body; then the connection is closed
+        (the application receives ``http.disconnect``). A body trickled one
+        byte at a time cannot hold a connection longer. It never applies to
+        a response, so streams are not affected. ``None`` turns it off.
     """
     sse_config = config if config is not None else SseConfig()
     hc_config = _hypercorn_config(hypercorn_config, graceful_timeout)
+    hc_config.backlog = backlog
+    hc_config.body_timeout = body_timeout
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
     asgi = _wrap(app, shutdown)
 
-    with await _listen(host, port, sse_config.write_timeout, hc_config.backlog) as sock:
+    with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
         # The worker listens on this very socket (through create_sockets());
         # the ``with`` block closes it whatever happens.
         hc_config.premade_socket = sock
@@ -523,6 +620,8 @@ def run(
     config: SseConfig | None = None,
     hypercorn_config: hypercorn.config.Config | None = None,
     graceful_timeout: float | None = None,
+    backlog: int = 2048,
+    body_timeout: float | None = 60.0,
 ) -> None:
     """Serve *app* until SIGTERM or SIGINT, then shut down gracefully and return.
 
@@ -542,5 +641,7 @@ def run(
             hypercorn_config=hypercorn_config,
             graceful_timeout=graceful_timeout,
             handle_signals=True,
+            backlog=backlog,
+            body_timeout=body_timeout,
         )
     )
