@@ -15,6 +15,7 @@ from typing import Any
 import hypercorn.config
 import pytest
 import trio
+import trio_websocket
 import trustme
 from helpers import BroadcastApp, open_http_stream, serve_app
 
@@ -486,3 +487,37 @@ async def test_tls_serves_https_and_notices_a_close_after_trailing_bytes(
         with trio.fail_after(2):
             await app.closed[0].wait()
         assert app.bc.subscriber_count("k") == 0
+
+
+async def test_websocket_round_trip_and_close() -> None:
+    """WebSocket upgrades go through serve()'s connections unchanged."""
+    closed: list[int] = []
+    disconnected = trio.Event()
+
+    async def echo(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        assert isinstance(scope[SHUTDOWN_SCOPE_KEY], ShutdownSignal)
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                closed.append(message["code"])
+                disconnected.set()
+                return
+            await send({"type": "websocket.send", "text": message["text"] * 2})
+
+    async with serve_app(echo) as url:
+        port = int(url.rsplit(":", 1)[1])
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", port, "/", use_ssl=False
+        ) as ws:
+            for text in ["a", "bc", "x" * 100_000]:
+                await ws.send_message(text)
+                with trio.fail_after(5):
+                    assert await ws.get_message() == text * 2
+        with trio.fail_after(5):
+            await disconnected.wait()
+    # Hypercorn 0.18 reports 1006 here, with or without serve()'s connections.
+    assert len(closed) == 1

@@ -140,7 +140,7 @@ class _Connection(TCPServer):
     """
 
     _pending = 0  # bytes read and not yet handed to the protocol
-    _peer_closed = False
+    _input_closed = False  # nothing more will be read
     _body_deadline = math.inf
     _read_scope: trio.CancelScope | None = None
 
@@ -169,7 +169,7 @@ class _Connection(TCPServer):
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, Updated):
-            if event.idle and self._peer_closed:
+            if event.idle and self._input_closed:
                 # The response ended and the client is gone: close, rather
                 # than wait for a request that cannot come.
                 event = Closed()
@@ -190,42 +190,21 @@ class _Connection(TCPServer):
                 while True:
                     if self._pending > _READ_AHEAD:
                         if self._request_complete():
-                            # Pipelined bytes piling up behind a response.
+                            # Pipelined bytes piling up behind a response:
+                            # drop the client.
+                            self._input_closed = True
                             feeding.cancel()
                             break
                         await self._drained.wait()
                         continue
-                    try:
-                        with (
-                            trio.CancelScope(deadline=self._body_deadline) as scope,
-                            trio.fail_after(self.config.read_timeout or math.inf),
-                        ):
-                            self._read_scope = scope
-                            data = bytes(await self.stream.receive_some(MAX_RECV))
-                    except (
-                        trio.ClosedResourceError,
-                        trio.BrokenResourceError,
-                        trio.TooSlowError,
-                    ):
-                        data = None
-                    self._read_scope = None
-                    if scope.cancelled_caught:
-                        if self._awaiting_body():
-                            _logger.info(
-                                "closing a connection whose request body took"
-                                " longer than body_timeout"
-                            )
-                            data = None
-                        else:
-                            self._set_body_deadline(math.inf)
-                            continue
+                    data = await self._receive()
                     if data:
                         self._pending += len(data)
                         if self._pending > _READ_AHEAD:
                             self._drained = trio.Event()
                         send.send_nowait(data)
                         continue
-                    self._peer_closed = True
+                    self._input_closed = True
                     if self._request_complete():
                         # The protocol may be paused on bytes after the
                         # request: it would never read this EOF.
@@ -237,6 +216,31 @@ class _Connection(TCPServer):
         # Nothing more can come: do not keep an idle connection open for
         # Hypercorn's keep-alive timeout.
         await self.idle_task.stop()
+
+    async def _receive(self) -> bytes | None:
+        """Read once; ``b""`` at EOF, ``None`` if the client is gone or too slow."""
+        while True:
+            with trio.CancelScope(deadline=self._body_deadline) as scope:
+                self._read_scope = scope
+                try:
+                    with trio.fail_after(self.config.read_timeout or math.inf):
+                        return bytes(await self.stream.receive_some(MAX_RECV))
+                except (
+                    trio.ClosedResourceError,
+                    trio.BrokenResourceError,
+                    trio.TooSlowError,
+                ):
+                    return None
+                finally:
+                    self._read_scope = None
+            # The body deadline passed.
+            if self._awaiting_body():
+                _logger.info(
+                    "closing a connection: its request body took longer than"
+                    " body_timeout"
+                )
+                return None
+            self._set_body_deadline(math.inf)  # the body came in time
 
     async def _feed(
         self,
@@ -251,7 +255,7 @@ class _Connection(TCPServer):
                     self._pending -= len(data)
                     if self._pending <= _READ_AHEAD:
                         self._drained.set()
-                    if self._peer_closed and self._request_complete():
+                    if self._input_closed and self._request_complete():
                         return  # gone; the rest is a request nobody awaits
                     await self.protocol.handle(RawData(data))
                     if not data:
@@ -406,6 +410,9 @@ class _Worker:
         self.connections.add(connection)
         try:
             await connection.run()
+        except Exception:
+            # One broken connection must not take the server down with it.
+            _logger.exception("error in a connection handler")
         finally:
             self.connections.discard(connection)
 
