@@ -196,3 +196,39 @@ async def test_pipelined_bytes_attack_keeps_fds_flat() -> None:
         assert done >= 300
         assert peak < baseline + 3 * concurrency + 20
         assert after <= baseline + 2
+
+
+@pytest.mark.parametrize("trailer", [b"\r\n", PIPELINED], ids=["crlf", "pipelined"])
+@pytest.mark.parametrize("body", [False, True], ids=["get", "post"])
+async def test_close_right_after_the_request_reaches_a_silent_app(
+    trailer: bytes, body: bool
+) -> None:
+    """Request, trailer and close arrive together, and nothing is written.
+
+    Without a write there is no failed write to reveal the close either:
+    only reading the socket can (a long-poll that answers nothing yet).
+    """
+    disconnects: list[str] = []
+    done = trio.Event()
+    count = 20
+
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnects.append(scope["path"])
+        if len(disconnects) == count:
+            done.set()
+
+    request = REQUEST
+    if body:
+        request = b"POST /k HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"
+    async with serve_app(silent) as url:
+        for _ in range(count):
+            stream = await trio.open_tcp_stream(*address(url))
+            async with stream:
+                await stream.send_all(request + trailer)
+        with trio.fail_after(5):
+            await done.wait()
+    assert disconnects == ["/k"] * count

@@ -21,7 +21,7 @@ from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
-from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.trio.worker_context import EventWrapper, WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
@@ -122,6 +122,27 @@ def _hypercorn_config(
     return config
 
 
+class _WaitHookEvent(EventWrapper):
+    """Hypercorn's trio event, calling ``on_wait()`` when a task starts waiting.
+
+    Hypercorn's HTTP/1.1 protocol pauses by waiting on such an event (its
+    ``can_read``); the hook is how a connection learns of it.
+    """
+
+    on_wait: Callable[[], None] | None = None
+
+    async def wait(self) -> None:
+        if self.on_wait is not None:
+            self.on_wait()
+        await super().wait()
+
+
+class _WorkerContext(WorkerContext):
+    """Hypercorn's worker context, whose events have a wait hook."""
+
+    event_class = _WaitHookEvent
+
+
 #: Bytes a connection reads ahead of Hypercorn's protocol, at most.
 _READ_AHEAD = 2 * MAX_RECV
 
@@ -133,15 +154,16 @@ class _Connection(TCPServer):
     protocol is done with it. Its HTTP/1.1 protocol pauses on bytes that
     follow a request (a pipelined request, a stray CRLF) until the response
     ends, so the loop stops reading and a client that closes is not noticed:
-    an endless response never gets ``http.disconnect``. Here the loop reads
-    the socket (up to :data:`_READ_AHEAD` bytes ahead) while a task feeds
-    the protocol in order; when the client closes after a complete request,
-    the protocol is told at once, paused or not.
+    an endless response never gets ``http.disconnect``. Here each read is
+    handed to the protocol by a task of its own while the loop reads on (up
+    to :data:`_READ_AHEAD` bytes ahead); when the client closes after a
+    complete request, the protocol is told at once, paused or not.
     """
 
-    _pending = 0  # bytes read and not yet handed to the protocol
     _input_closed = False  # nothing more will be read
+    _ahead: bytearray  # read, not yet handed to the protocol
     _body_deadline = math.inf
+    _read_deadline = math.inf
     _read_scope: trio.CancelScope | None = None
 
     def _request_complete(self) -> bool:
@@ -165,7 +187,7 @@ class _Connection(TCPServer):
     def _set_body_deadline(self, deadline: float) -> None:
         self._body_deadline = deadline
         if self._read_scope is not None:
-            self._read_scope.deadline = deadline
+            self._read_scope.deadline = min(self._read_deadline, deadline)
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, Updated):
@@ -181,59 +203,108 @@ class _Connection(TCPServer):
         await super().protocol_send(event)
 
     async def _read_data(self) -> None:
-        send, receive = trio.open_memory_channel[bytes](math.inf)
-        self._drained = trio.Event()
-        feeding = trio.CancelScope()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._feed, receive, feeding, nursery.cancel_scope)
-            async with send:
-                while True:
-                    if self._pending > _READ_AHEAD:
-                        if self._request_complete():
-                            # Pipelined bytes piling up behind a response:
-                            # drop the client.
-                            self._input_closed = True
-                            feeding.cancel()
-                            break
-                        await self._drained.wait()
-                        continue
-                    data = await self._receive()
-                    if data:
-                        self._pending += len(data)
-                        if self._pending > _READ_AHEAD:
-                            self._drained = trio.Event()
-                        send.send_nowait(data)
-                        continue
+        self._ahead = bytearray()
+        while True:
+            if self._ahead:
+                if self._input_closed and self._request_complete():
+                    break  # the client is gone; the rest is a request nobody awaits
+                data = bytes(self._ahead)
+                self._ahead.clear()
+            elif self._input_closed:
+                break
+            else:
+                received = await self._receive()
+                if not received:
                     self._input_closed = True
-                    if self._request_complete():
-                        # The protocol may be paused on bytes after the
-                        # request: it would never read this EOF.
-                        feeding.cancel()
-                    elif data is not None:
-                        send.send_nowait(data)  # EOF, after what came before
+                    if received is not None and not self._request_complete():
+                        # EOF, as Hypercorn hands it over (the protocol only
+                        # pauses after a complete request).
+                        await self.protocol.handle(RawData(b""))
                     break
+                data = received
+            # Hand the bytes to the protocol; read on while it holds them.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._feed, data, nursery.cancel_scope)
+                await self._read_ahead(nursery.cancel_scope)
         await self.protocol.handle(Closed())
-        # Nothing more can come: do not keep an idle connection open for
+        # Nothing more will be read: do not keep an idle connection open for
         # Hypercorn's keep-alive timeout.
         await self.idle_task.stop()
 
+    async def _feed(self, data: bytes, done: trio.CancelScope) -> None:
+        """Hand *data* to the protocol, then stop the reading ahead."""
+
+        def paused() -> None:
+            # The request is complete and bytes follow it: if the client has
+            # closed meanwhile, nothing will wake the protocol again.
+            if self._input_closed:
+                done.cancel()
+
+        can_read = getattr(self.protocol.protocol, "can_read", None)
+        if isinstance(can_read, _WaitHookEvent):
+            can_read.on_wait = paused
+        try:
+            await self.protocol.handle(RawData(data))
+        except OSError:
+            # As in Hypercorn's loop: a socket error ends the connection.
+            self._input_closed = True
+            self._ahead.clear()
+        if self._body_deadline < math.inf and not self._awaiting_body():
+            self._set_body_deadline(math.inf)  # the body is in
+        done.cancel()
+
+    async def _read_ahead(self, feeding: trio.CancelScope) -> None:
+        """Read while the protocol digests what came before (cancelled when done).
+
+        The protocol may hold on for long: on a body the application reads
+        slowly, or paused on bytes after a complete request until the
+        response ends. A close seen meanwhile after a complete request stops
+        it at once; so do pipelined bytes piling up behind a response.
+        """
+        while not self._input_closed:
+            if len(self._ahead) > _READ_AHEAD:
+                if not self._request_complete():
+                    await trio.sleep_forever()  # a body: wait for the application
+                self._input_closed = True  # a flood of pipelined bytes
+                feeding.cancel()
+                return
+            data = await self._receive()
+            if data:
+                self._ahead += data
+                continue
+            self._input_closed = True
+            if data is None or self._request_complete():
+                # Gone (or too slow), or a close the protocol would not read
+                # before the response ends: stop feeding it.
+                feeding.cancel()
+            # Otherwise a close in the middle of a request: the protocol
+            # gets what came before it first.
+            return
+
     async def _receive(self) -> bytes | None:
-        """Read once; ``b""`` at EOF, ``None`` if the client is gone or too slow."""
+        """Read once; ``b""`` at EOF, ``None`` if the client is gone or too slow.
+
+        One cancel scope carries both deadlines: Hypercorn's ``read_timeout``
+        for this read, and ``body_timeout`` for a request body under way.
+        """
+        read_timeout = self.config.read_timeout
+        read_deadline = (
+            math.inf if not read_timeout else trio.current_time() + read_timeout
+        )
         while True:
-            with trio.CancelScope(deadline=self._body_deadline) as scope:
+            self._read_deadline = read_deadline
+            with trio.CancelScope(
+                deadline=min(read_deadline, self._body_deadline)
+            ) as scope:
                 self._read_scope = scope
                 try:
-                    with trio.fail_after(self.config.read_timeout or math.inf):
-                        return bytes(await self.stream.receive_some(MAX_RECV))
-                except (
-                    trio.ClosedResourceError,
-                    trio.BrokenResourceError,
-                    trio.TooSlowError,
-                ):
+                    return bytes(await self.stream.receive_some(MAX_RECV))
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
                     return None
                 finally:
                     self._read_scope = None
-            # The body deadline passed.
+            if trio.current_time() >= read_deadline:
+                return None  # read_timeout, as in Hypercorn's loop
             if self._awaiting_body():
                 _logger.info(
                     "closing a connection: its request body took longer than"
@@ -241,30 +312,6 @@ class _Connection(TCPServer):
                 )
                 return None
             self._set_body_deadline(math.inf)  # the body came in time
-
-    async def _feed(
-        self,
-        receive: trio.MemoryReceiveChannel[bytes],
-        scope: trio.CancelScope,
-        connection_scope: trio.CancelScope,
-    ) -> None:
-        """Hand what the socket gave to the protocol, in order."""
-        with scope:
-            try:
-                async for data in receive:
-                    self._pending -= len(data)
-                    if self._pending <= _READ_AHEAD:
-                        self._drained.set()
-                    if self._input_closed and self._request_complete():
-                        return  # gone; the rest is a request nobody awaits
-                    await self.protocol.handle(RawData(data))
-                    if not data:
-                        return
-                    if self._body_deadline < math.inf and not self._awaiting_body():
-                        self._set_body_deadline(math.inf)  # the body is in
-            except OSError:
-                # As in Hypercorn's loop: a socket error ends the connection.
-                connection_scope.cancel()
 
 
 #: accept() errors that mean "out of file descriptors or memory, for now".
@@ -344,7 +391,7 @@ class _Worker:
             max_requests = config.max_requests + random.randint(
                 0, config.max_requests_jitter
             )
-        context = WorkerContext(max_requests)
+        context = _WorkerContext(max_requests)
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
