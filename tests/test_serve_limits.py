@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import hypercorn.config
 import pytest
 import trio
 import trio.testing
@@ -239,3 +241,19 @@ async def test_fd_limit_logs_one_line_and_recovers(tmp_path: Path) -> None:
     print(text)
     assert text.count("cannot accept connections") == 1
     assert "Traceback" not in text
+
+
+async def test_hypercorn_read_timeout_still_applies() -> None:
+    config = hypercorn.config.Config()
+    config.read_timeout = 0.3
+    config.errorlog = logging.getLogger("hypercorn.error")
+    async with serve_app(hello, hypercorn_config=config) as url:
+        parts = urlsplit(url)
+        assert parts.hostname is not None and parts.port is not None
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        async with stream:
+            start = trio.current_time()
+            with trio.fail_after(3):
+                assert await stream.receive_some() == b""
+            elapsed = trio.current_time() - start
+    assert 0.3 <= elapsed < 2

@@ -365,10 +365,12 @@ class _Worker:
 
     The same steps as ``hypercorn.trio.run.worker_serve`` (lifespan, then
     serving the sockets ``config.create_sockets()`` returns, then a graceful
-    shutdown) with two differences: connections read with
-    :class:`_Connection`, and when the grace period ends every connection
-    still open is closed, which also ends writes Hypercorn shields from
-    cancellation (a client that stopped reading).
+    shutdown), with these differences: connections read with
+    :class:`_Connection`; listeners wait out a full file descriptor table
+    (:class:`_PatientListener`); an exception from one connection is logged
+    rather than ending the server; and when the grace period ends every
+    connection still open is closed, which also ends writes Hypercorn
+    shields from cancellation (a client that stopped reading).
     """
 
     def __init__(
