@@ -163,3 +163,39 @@ async def open_http_stream(
         http = HttpStream(stream)
         await http.send_request(method, parts.netloc, path, headers, body)
         yield http
+
+
+class BroadcastApp:
+    """``GET /<key>`` streams broadcaster key ``<key>``; tracks subscriptions.
+
+    ``closed`` holds one :class:`trio.Event` per stream request, set when its
+    subscription has been closed (the broadcaster forgot the subscriber).
+    """
+
+    def __init__(self, config: trio_sse.SseConfig, *, buffer: int = 32) -> None:
+        self.bc: trio_sse.Broadcaster[str, trio_sse.Event] = trio_sse.Broadcaster(
+            buffer=buffer, config=config
+        )
+        self.closed: list[trio.Event] = []
+        #: Set (and replaced) whenever a subscription opens.
+        self.subscribed = trio.Event()
+
+    async def _tracked(
+        self, stream: trio_sse.BroadcastStream[trio_sse.Event], closed: trio.Event
+    ) -> AsyncIterator[trio_sse.Event]:
+        try:
+            async with stream:
+                async for event in stream:
+                    yield event
+        finally:
+            closed.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        stream = self.bc.subscribe(scope["path"].strip("/"))
+        closed = trio.Event()
+        self.closed.append(closed)
+        self.subscribed.set()
+        self.subscribed = trio.Event()
+        await self.bc.response(self._tracked(stream, closed))(scope, receive, send)

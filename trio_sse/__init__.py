@@ -38,6 +38,7 @@ from ._parser import MessageEvent as MessageEvent
 from ._parser import ParseError as ParseError
 from ._response import SseResponse as SseResponse
 from ._response import sse_channel as sse_channel
+from ._serve import run as run
 from ._serve import serve as serve
 from ._shutdown import ShutdownSignal as ShutdownSignal
 from ._streams import chain as chain

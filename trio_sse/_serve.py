@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-import copy
+import errno
 import logging
+import math
 import os
+import random
+import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any, cast
 
+import h11
 import hypercorn.config
-import hypercorn.trio
 import trio
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from hypercorn.trio.worker_context import EventWrapper, WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import repr_socket_addr, wrap_app
 
 from ._config import SseConfig
 from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
 
-__all__ = ["SHUTDOWN_SCOPE_KEY", "serve"]
+__all__ = ["SHUTDOWN_SCOPE_KEY", "run", "serve"]
 
 #: The ASGI scope key under which :func:`serve` puts its
 #: :class:`~trio_sse.ShutdownSignal`; streaming responses end cleanly when
@@ -26,6 +38,8 @@ _Scope = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+_logger = logging.getLogger("trio_sse")
 
 # The kernel option is an unsigned int of milliseconds.
 _MAX_USER_TIMEOUT_MS = 2**31 - 1
@@ -63,30 +77,416 @@ async def _listen(
             sock.setsockopt(socket.IPPROTO_TCP, user_timeout, timeout_ms)
         sock.bind(address)
         sock.listen(backlog)
-        # Left blocking on purpose: this object is never used for I/O, and
-        # Hypercorn making its duplicate non-blocking (a flag the two share)
-        # is how serve() tells that Hypercorn took the socket over.
     except BaseException:
         sock.close()
         raise
     return sock
 
 
+class _ServeConfig(hypercorn.config.Config):
+    """Hypercorn settings whose :meth:`create_sockets` hands over one open socket.
+
+    ``create_sockets()`` is Hypercorn's extension point for sockets made
+    elsewhere: the worker listens on what it returns instead of binding
+    ``bind`` itself.
+    """
+
+    premade_socket: socket.socket | None = None
+    #: See ``serve(body_timeout=...)``.
+    body_timeout: float | None = None
+
+    def create_sockets(self) -> hypercorn.config.Sockets:
+        sock = self.premade_socket
+        if sock is None:
+            return super().create_sockets()
+        if self.ssl_enabled:
+            return hypercorn.config.Sockets([sock], [], [])
+        return hypercorn.config.Sockets([], [sock], [])
+
+
 def _hypercorn_config(
     base: hypercorn.config.Config | None, graceful_timeout: float | None
-) -> hypercorn.config.Config:
+) -> _ServeConfig:
     """A private copy of *base* (never mutated), or quiet defaults."""
+    config = _ServeConfig()
     if base is None:
-        config = hypercorn.config.Config()
         # A logger object, not "-": Hypercorn would otherwise replace the
         # handlers of the process-wide "hypercorn.error" logger.
         config.errorlog = logging.getLogger("hypercorn.error")
         config.accesslog = None
     else:
-        config = copy.copy(base)
+        vars(config).update(vars(base))
     if graceful_timeout is not None:
         config.graceful_timeout = graceful_timeout
     return config
+
+
+class _WaitHookEvent(EventWrapper):
+    """Hypercorn's trio event, calling ``on_wait()`` when a task starts waiting.
+
+    Hypercorn's HTTP/1.1 protocol pauses by waiting on such an event (its
+    ``can_read``); the hook is how a connection learns of it.
+    """
+
+    on_wait: Callable[[], None] | None = None
+
+    async def wait(self) -> None:
+        if self.on_wait is not None:
+            self.on_wait()
+        await super().wait()
+
+
+class _WorkerContext(WorkerContext):
+    """Hypercorn's worker context, whose events have a wait hook."""
+
+    event_class = _WaitHookEvent
+
+
+#: Bytes a connection reads ahead of Hypercorn's protocol, at most.
+_READ_AHEAD = 2 * MAX_RECV
+
+
+class _Connection(TCPServer):
+    """Hypercorn's connection handler, with a read loop that always sees EOF.
+
+    Hypercorn's own loop hands each read to the protocol and waits until the
+    protocol is done with it. Its HTTP/1.1 protocol pauses on bytes that
+    follow a request (a pipelined request, a stray CRLF) until the response
+    ends, so the loop stops reading and a client that closes is not noticed:
+    an endless response never gets ``http.disconnect``. Here each read is
+    handed to the protocol by a task of its own while the loop reads on (up
+    to :data:`_READ_AHEAD` bytes ahead); when the client closes after a
+    complete request, the protocol is told at once, paused or not.
+    """
+
+    _input_closed = False  # nothing more will be read
+    _ahead: bytearray  # read, not yet handed to the protocol
+    _body_deadline = math.inf
+    _read_deadline = math.inf
+    _read_scope: trio.CancelScope | None = None
+
+    def _request_complete(self) -> bool:
+        """Whether the client has sent its whole HTTP/1.1 request.
+
+        What it sends from then on belongs to a later request, which the
+        protocol does not read before the response ends.
+        """
+        connection = getattr(self.protocol.protocol, "connection", None)
+        return isinstance(connection, h11.Connection) and (
+            connection.their_state is h11.DONE
+        )
+
+    def _awaiting_body(self) -> bool:
+        """Whether an HTTP/1.1 request's head came and its body is still due."""
+        connection = getattr(self.protocol.protocol, "connection", None)
+        return isinstance(connection, h11.Connection) and (
+            connection.their_state is h11.SEND_BODY
+        )
+
+    def _set_body_deadline(self, deadline: float) -> None:
+        self._body_deadline = deadline
+        if self._read_scope is not None:
+            self._read_scope.deadline = min(self._read_deadline, deadline)
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated):
+            if event.idle and self._input_closed:
+                # The response ended and the client is gone: close, rather
+                # than wait for a request that cannot come.
+                event = Closed()
+            elif not event.idle and self._awaiting_body():
+                # A request head came: its body has body_timeout to arrive.
+                timeout = cast(_ServeConfig, self.config).body_timeout
+                if timeout is not None:
+                    self._set_body_deadline(trio.current_time() + timeout)
+        await super().protocol_send(event)
+
+    async def _read_data(self) -> None:
+        self._ahead = bytearray()
+        while True:
+            if self._ahead:
+                if self._input_closed and self._request_complete():
+                    break  # the client is gone; the rest is a request nobody awaits
+                data = bytes(self._ahead)
+                self._ahead.clear()
+            elif self._input_closed:
+                break
+            else:
+                received = await self._receive()
+                if not received:
+                    self._input_closed = True
+                    if received is not None and not self._request_complete():
+                        # EOF, as Hypercorn hands it over (the protocol only
+                        # pauses after a complete request).
+                        await self.protocol.handle(RawData(b""))
+                    break
+                data = received
+            # Hand the bytes to the protocol; read on while it holds them.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._feed, data, nursery.cancel_scope)
+                await self._read_ahead(nursery.cancel_scope)
+        await self.protocol.handle(Closed())
+        # Nothing more will be read: do not keep an idle connection open for
+        # Hypercorn's keep-alive timeout.
+        await self.idle_task.stop()
+
+    async def _feed(self, data: bytes, done: trio.CancelScope) -> None:
+        """Hand *data* to the protocol, then stop the reading ahead."""
+
+        def paused() -> None:
+            # The request is complete and bytes follow it: if the client has
+            # closed meanwhile, nothing will wake the protocol again.
+            if self._input_closed:
+                done.cancel()
+
+        can_read = getattr(self.protocol.protocol, "can_read", None)
+        if isinstance(can_read, _WaitHookEvent):
+            can_read.on_wait = paused
+        try:
+            await self.protocol.handle(RawData(data))
+        except OSError:
+            # As in Hypercorn's loop: a socket error ends the connection.
+            self._input_closed = True
+            self._ahead.clear()
+        if self._body_deadline < math.inf and not self._awaiting_body():
+            self._set_body_deadline(math.inf)  # the body is in
+        done.cancel()
+
+    async def _read_ahead(self, feeding: trio.CancelScope) -> None:
+        """Read while the protocol digests what came before (cancelled when done).
+
+        The protocol may hold on for long: on a body the application reads
+        slowly, or paused on bytes after a complete request until the
+        response ends. A close seen meanwhile after a complete request stops
+        it at once; so do pipelined bytes piling up behind a response.
+        """
+        while not self._input_closed:
+            if len(self._ahead) > _READ_AHEAD:
+                if not self._request_complete():
+                    await trio.sleep_forever()  # a body: wait for the application
+                self._input_closed = True  # a flood of pipelined bytes
+                feeding.cancel()
+                return
+            data = await self._receive()
+            if data:
+                self._ahead += data
+                continue
+            self._input_closed = True
+            if data is None or self._request_complete():
+                # Gone (or too slow), or a close the protocol would not read
+                # before the response ends: stop feeding it.
+                feeding.cancel()
+            # Otherwise a close in the middle of a request: the protocol
+            # gets what came before it first.
+            return
+
+    async def _receive(self) -> bytes | None:
+        """Read once; ``b""`` at EOF, ``None`` if the client is gone or too slow.
+
+        One cancel scope carries both deadlines: Hypercorn's ``read_timeout``
+        for this read, and ``body_timeout`` for a request body under way.
+        """
+        read_timeout = self.config.read_timeout
+        read_deadline = (
+            math.inf if not read_timeout else trio.current_time() + read_timeout
+        )
+        while True:
+            self._read_deadline = read_deadline
+            with trio.CancelScope(
+                deadline=min(read_deadline, self._body_deadline)
+            ) as scope:
+                self._read_scope = scope
+                try:
+                    return bytes(await self.stream.receive_some(MAX_RECV))
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    return None
+                finally:
+                    self._read_scope = None
+            if trio.current_time() >= read_deadline:
+                return None  # read_timeout, as in Hypercorn's loop
+            if self._awaiting_body():
+                _logger.info(
+                    "closing a connection: its request body took longer than"
+                    " body_timeout"
+                )
+                return None
+            self._set_body_deadline(math.inf)  # the body came in time
+
+
+#: accept() errors that mean "out of file descriptors or memory, for now".
+_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Seconds between accept() attempts at the limit (as trio.serve_listeners).
+_ACCEPT_RETRY = 0.1
+
+
+class _PatientListener(trio.abc.Listener[trio.abc.Stream]):
+    """A listener that waits out a full file descriptor table, with one log line.
+
+    At the limit, ``accept()`` fails until a connection closes; there is no
+    event to wait for, so it retries every :data:`_ACCEPT_RETRY` seconds (as
+    :func:`trio.serve_listeners` does, which would log a traceback each
+    time). The first failure logs one error; the first success after it,
+    one line more.
+    """
+
+    def __init__(self, listener: trio.abc.Listener[Any]) -> None:
+        self.listener = listener
+        self._at_limit = False
+
+    async def accept(self) -> trio.abc.Stream:
+        while True:
+            try:
+                stream: trio.abc.Stream = await self.listener.accept()
+            except OSError as error:
+                if error.errno not in _CAPACITY_ERRNOS:
+                    raise
+                if not self._at_limit:
+                    self._at_limit = True
+                    _logger.error(
+                        "cannot accept connections: %s (%s); new clients wait"
+                        " until open connections close",
+                        errno.errorcode[error.errno],
+                        os.strerror(error.errno),
+                    )
+                await trio.sleep(_ACCEPT_RETRY)
+                continue
+            if self._at_limit:
+                self._at_limit = False
+                _logger.warning("accepting connections again")
+            return stream
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+
+
+class _Worker:
+    """Hypercorn's trio worker loop, with connections serve() can reach.
+
+    The same steps as ``hypercorn.trio.run.worker_serve`` (lifespan, then
+    serving the sockets ``config.create_sockets()`` returns, then a graceful
+    shutdown), with these differences: connections read with
+    :class:`_Connection`; listeners wait out a full file descriptor table
+    (:class:`_PatientListener`); an exception from one connection is logged
+    rather than ending the server; and when the grace period ends every
+    connection still open is closed, which also ends writes Hypercorn
+    shields from cancellation (a client that stopped reading).
+    """
+
+    def __init__(
+        self, app: AppWrapper, config: hypercorn.config.Config, stop: trio.Event
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.stop = stop
+        self.connections: set[_Connection] = set()
+
+    async def run(
+        self, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        config = self.config
+        config.set_statsd_logger_class(StatsdLogger)
+        lifespan_state: LifespanState = {}
+        lifespan = Lifespan(self.app, config, lifespan_state)
+        max_requests = None
+        if config.max_requests is not None:
+            max_requests = config.max_requests + random.randint(
+                0, config.max_requests_jitter
+            )
+        context = _WorkerContext(max_requests)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            # Each request sees what the lifespan startup put in its state.
+            state = ConnectionState(lifespan_state.copy())
+            handler = partial(self._handle, context, state)
+            listeners, binds = await self._listeners()
+            closing = trio.CancelScope()
+            async with trio.open_nursery() as server_nursery:
+                task_status.started(binds)
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            handler,
+                            listeners,
+                            handler_nursery=server_nursery,
+                        )
+                    )
+                    stopped = accepting.cancel_scope.cancel
+                    accepting.start_soon(_call_after, self.stop.wait, stopped)
+                    accepting.start_soon(_call_after, context.terminate.wait, stopped)
+                await context.terminated.set()
+                deadline = trio.current_time() + config.graceful_timeout
+                server_nursery.cancel_scope.deadline = deadline
+                lifespan_nursery.start_soon(self._close_all_at, deadline, closing)
+            closing.cancel()
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+    async def _listeners(self) -> tuple[list[_PatientListener], list[str]]:
+        """Listeners on the sockets of ``config.create_sockets()``, and their URLs."""
+        config = self.config
+        sockets = config.create_sockets()
+        listeners: list[_PatientListener] = []
+        binds: list[str] = []
+        for secure, socks in (
+            (True, sockets.secure_sockets),
+            (False, sockets.insecure_sockets),
+        ):
+            for sock in socks:
+                listener: trio.abc.Listener[Any] = trio.SocketListener(
+                    trio.socket.from_stdlib_socket(sock)
+                )
+                if secure:
+                    ssl_context = cast(ssl.SSLContext, config.create_ssl_context())
+                    listener = trio.SSLListener(
+                        listener, ssl_context, https_compatible=True
+                    )
+                listeners.append(_PatientListener(listener))
+                scheme = "https" if secure else "http"
+                url = f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}"
+                binds.append(url)
+                await config.log.info(f"Running on {url}")
+        return listeners, binds
+
+    async def _handle(
+        self, context: WorkerContext, state: ConnectionState, stream: trio.abc.Stream
+    ) -> None:
+        connection = _Connection(
+            self.app, self.config, context, state, cast(Any, stream)
+        )
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        except Exception:
+            # One broken connection must not take the server down with it.
+            _logger.exception("error in a connection handler")
+        finally:
+            self.connections.discard(connection)
+
+    async def _close_all_at(self, deadline: float, scope: trio.CancelScope) -> None:
+        """At *deadline* (or when cancelled), close every connection still open.
+
+        Closing a trio socket wakes a task blocked sending on it with
+        :exc:`trio.ClosedResourceError`, shielded or not.
+        """
+        with scope:
+            try:
+                await trio.sleep_until(deadline)
+            finally:
+                for connection in list(self.connections):
+                    stream = getattr(
+                        connection.stream, "transport_stream", connection.stream
+                    )
+                    cast(trio.SocketStream, stream).socket.close()
+
+
+async def _call_after(
+    wait: Callable[[], Awaitable[object]], then: Callable[[], object]
+) -> None:
+    """``await wait()``, then ``then()``."""
+    await wait()
+    then()
 
 
 async def _lifespan(app: _App, scope: _Scope, receive: _Receive, send: _Send) -> None:
@@ -136,20 +536,6 @@ def _wrap(app: _App, shutdown: ShutdownSignal) -> _App:
     return asgi
 
 
-def _untaken_duplicate(fd: int, sock: socket.socket) -> bool:
-    """Whether *fd* is still our duplicate of *sock*, not yet taken by Hypercorn.
-
-    Hypercorn wraps the fd in a socket object of its own (which closes it)
-    and makes it non-blocking; until then it is ours to close.
-    """
-    try:
-        a, b = os.fstat(fd), os.fstat(sock.fileno())
-        blocking = os.get_blocking(fd)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and blocking
-
-
 async def serve(
     app: Any,
     host: str = "127.0.0.1",
@@ -158,6 +544,9 @@ async def serve(
     config: SseConfig | None = None,
     hypercorn_config: hypercorn.config.Config | None = None,
     graceful_timeout: float | None = None,
+    handle_signals: bool = False,
+    backlog: int = 2048,
+    body_timeout: float | None = 60.0,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI application *app* with Hypercorn's trio worker.
@@ -185,65 +574,129 @@ async def serve(
     Hypercorn stops accepting, open connections get ``graceful_timeout``
     seconds (default: ``hypercorn_config.graceful_timeout``, 3 s) to finish,
     the lifespan shutdown runs, and whatever still runs when the timeout
-    expires is cancelled. Then the cancellation propagates.
+    expires is cancelled; connections still open then are closed, which
+    also ends writes stuck on clients that stopped reading. So the whole
+    shutdown takes at most ``graceful_timeout``. Then the cancellation
+    propagates.
+
+    With ``handle_signals=True``, SIGTERM and SIGINT (what docker, systemd
+    and Ctrl+C send) start the same graceful shutdown, after which
+    :func:`serve` returns normally; a second signal cuts the grace period
+    short. Signals can only be received in the main thread.
+    :func:`trio_sse.run` is this, as a program's entry point.
 
     :param app: an ASGI 3 application; lifespan events reach it as usual.
     :param host: interface to listen on; ``""`` listens on all of them.
     :param port: TCP port; ``0`` picks a free one.
     :param config: the stream settings; only ``write_timeout`` is used here.
     :param hypercorn_config: further Hypercorn settings (TLS, HTTP/2, logs).
-        It is copied, never modified; its ``bind`` is replaced by
+        It is copied, never modified; its ``bind`` is ignored in favour of
         *host* and *port*. Without it, the access log is off and errors go
         to the ``hypercorn.error`` logger.
     :param graceful_timeout: seconds between the start of shutdown and the
         cancellation of whatever still runs.
+    :param handle_signals: shut down gracefully on SIGTERM and SIGINT.
+    :param backlog: the listening socket's accept queue (the kernel caps it
+        at ``net.core.somaxconn``); Hypercorn's ``backlog`` is ignored.
+    :param body_timeout: seconds an HTTP/1.1 client has, from the end of its
+        request head, to send the whole body; then the connection is closed
+        (the application receives ``http.disconnect``). A body trickled one
+        byte at a time cannot hold a connection longer. It never applies to
+        a response, so streams are not affected. ``None`` turns it off.
     """
     sse_config = config if config is not None else SseConfig()
     hc_config = _hypercorn_config(hypercorn_config, graceful_timeout)
+    hc_config.backlog = backlog
+    hc_config.body_timeout = body_timeout
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
     asgi = _wrap(app, shutdown)
 
-    with await _listen(host, port, sse_config.write_timeout, hc_config.backlog) as sock:
-        # Hypercorn wraps the fd in a socket object of its own and closes it
-        # when it stops listening, so it gets a duplicate; ours is closed by
-        # the ``with`` block.
-        fd = os.dup(sock.fileno())
-        hc_config.bind = [f"fd://{fd}"]
+    with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
+        # The worker listens on this very socket (through create_sockets());
+        # the ``with`` block closes it whatever happens.
+        hc_config.premade_socket = sock
+        worker = _Worker(
+            wrap_app(cast(Any, asgi), hc_config.wsgi_max_body_size, "asgi"),
+            hc_config,
+            stop,
+        )
         run_scope = trio.CancelScope()
-        started = False
 
-        async def run_hypercorn(
+        async def run_worker(
             task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
         ) -> None:
             with run_scope:
-                await hypercorn.trio.serve(
-                    cast(Any, asgi),
-                    hc_config,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
-                    mode="asgi",
-                )
-            # Hypercorn ended by itself (or its hard deadline passed).
+                await worker.run(task_status=task_status)
+            # The worker ended by itself (or its hard deadline passed).
             nursery.cancel_scope.cancel()
 
-        try:
-            async with trio.open_nursery() as nursery:
-                binds: list[str] = await nursery.start(run_hypercorn)
-                started = True
-                # From now on Hypercorn only stops through the trigger below,
-                # so that a cancelled caller still gets a graceful shutdown.
-                run_scope.shield = True
-                task_status.started(binds)
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    shutdown.set()
-                    stop.set()
-                    run_scope.deadline = trio.current_time() + grace
-        finally:
-            if not started and _untaken_duplicate(fd, sock):
-                # Hypercorn failed before it took the fd over (e.g. in the
-                # lifespan startup).
-                os.close(fd)
+        async with trio.open_nursery() as nursery:
+            requested = trio.Event()
+            if handle_signals:
+                await nursery.start(_shut_down_on_signals, requested, run_scope)
+            binds: list[str] = await nursery.start(run_worker)
+            # From now on the worker only stops through the trigger below,
+            # so that a cancelled caller still gets a graceful shutdown.
+            run_scope.shield = True
+            task_status.started(binds)
+            try:
+                await requested.wait()
+            finally:
+                shutdown.set()
+                stop.set()
+                run_scope.deadline = trio.current_time() + grace
+
+
+async def _shut_down_on_signals(
+    requested: trio.Event,
+    hard_stop: trio.CancelScope,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Set *requested* on SIGTERM or SIGINT; cancel *hard_stop* on a second one."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if requested.is_set():
+                _logger.warning("%s again: stopping now", name)
+                hard_stop.cancel()
+            else:
+                _logger.info("%s: shutting down gracefully", name)
+                requested.set()
+
+
+def run(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    config: SseConfig | None = None,
+    hypercorn_config: hypercorn.config.Config | None = None,
+    graceful_timeout: float | None = None,
+    backlog: int = 2048,
+    body_timeout: float | None = 60.0,
+) -> None:
+    """Serve *app* until SIGTERM or SIGINT, then shut down gracefully and return.
+
+    A program's entry point, for ``python app.py`` in a container or under
+    systemd: ``trio.run`` of :func:`serve` with ``handle_signals=True``
+    (see there for the parameters). Streams end cleanly (with their final
+    ``retry:`` if configured), Hypercorn drains within ``graceful_timeout``,
+    and the process can exit with status 0.
+    """
+    trio.run(
+        partial(
+            serve,
+            app,
+            host,
+            port,
+            config=config,
+            hypercorn_config=hypercorn_config,
+            graceful_timeout=graceful_timeout,
+            handle_signals=True,
+            backlog=backlog,
+            body_timeout=body_timeout,
+        )
+    )
