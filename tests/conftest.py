@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import pytest
-from helpers import HttpStream, open_http_stream, serve_app
+from helpers import HttpStream, RedisServer, open_http_stream, serve_app
 
 
 @pytest.fixture
@@ -19,3 +22,24 @@ def open_server() -> Callable[..., AbstractAsyncContextManager[str]]:
 def open_http() -> Callable[..., AbstractAsyncContextManager[HttpStream]]:
     """``async with open_http(url, path, ...) as http`` (see module doc)."""
     return open_http_stream
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, stopped after the test.
+
+    Skips with the name of the Debian package when the binary is missing,
+    except under ``CI=true``, where the Redis tests must run.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server not found: apt-get install redis-server"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: not skipping)")
+        pytest.skip(message)
+    server = RedisServer(binary, tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
