@@ -244,3 +244,50 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+
+@asynccontextmanager
+async def open_failover_proxy(
+    ports: Sequence[int], used: list[int] | None = None
+) -> AsyncIterator[str]:
+    """A TCP proxy on 127.0.0.1: a load balancer with health checks in miniature.
+
+    Each connection goes to the first of *ports* that accepts one (its port
+    is appended to *used*); when either side closes, both are closed. Yields
+    ``"http://127.0.0.1:PORT"``.
+    """
+
+    async def pump(
+        source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope
+    ) -> None:
+        try:
+            async for chunk in source:
+                await sink.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            done.cancel()
+
+    async def handle(client: trio.SocketStream) -> None:
+        async with client:
+            for port in ports:
+                try:
+                    upstream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    continue
+                if used is not None:
+                    used.append(port)
+                async with upstream, trio.open_nursery() as nursery:
+                    nursery.start_soon(pump, client, upstream, nursery.cancel_scope)
+                    nursery.start_soon(pump, upstream, client, nursery.cancel_scope)
+                return
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            nursery.cancel_scope.cancel()

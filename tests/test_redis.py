@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import datetime
 import gc
+import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import coredis
+import httpx
 import pytest
 import trio
-from helpers import RedisServer
+import trio.testing
+from helpers import RedisServer, free_port, open_failover_proxy
+from trio import Process
 
-from trio_sse import Broadcaster, Event, SseError
+from trio_sse import Broadcaster, Event, MessageEvent, SseError
+from trio_sse.client import open_event_source
 from trio_sse.redis import RedisBackend, RedisUnavailable
 
 pytestmark = pytest.mark.redis
@@ -263,3 +272,131 @@ async def test_redis_restart_loses_and_duplicates_nothing(
             assert await stream.__anext__() == "end"
             assert backend_of(one).connected
     gc.collect()
+
+
+@COREDIS_LEAKS
+async def test_dropped_connection_with_redis_up_loses_nothing(
+    redis_server: RedisServer,
+) -> None:
+    with trio.fail_after(LIMIT):
+        async with (
+            open_broadcaster(redis_server.url) as one,
+            open_broadcaster(redis_server.url) as two,
+            one.subscribe("d") as stream,
+        ):
+            client = backend_of(two).client
+            got: list[Any] = []
+            for n in range(40):
+                await two.publish("d", n)
+                if n % 10 == 5:
+                    # Drop every connection but this one (the reader's too).
+                    await client.client_kill(
+                        type_=coredis.PureToken.NORMAL, skipme=True
+                    )
+                if n % 3 == 0:
+                    got += await take(stream, n + 1 - len(got))
+            got += await take(stream, 40 - len(got))
+            assert got == list(range(40))
+            await two.publish("d", "end")
+            assert await stream.__anext__() == "end"
+    gc.collect()
+
+
+# -- real server processes sharing one Redis ------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@asynccontextmanager
+async def open_chat_process(redis_url: str) -> AsyncIterator[tuple[int, Process]]:
+    """``examples.redis_chat`` under Hypercorn's trio worker, in its own process."""
+    port = free_port()
+    args = [
+        sys.executable, "-m", "hypercorn", "--worker-class", "trio",
+        # No worker subprocess: killing this process kills the server.
+        "--workers", "0",
+        "--bind", f"127.0.0.1:{port}", "examples.redis_chat:app",
+    ]  # fmt: skip
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    process = await trio.lowlevel.open_process(
+        args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    ready = trio.Event()
+    output = bytearray()
+
+    async def drain(pipe: trio.abc.ReceiveStream) -> None:
+        async for chunk in pipe:
+            output.extend(chunk)
+            if b"Running on" in output:
+                ready.set()
+        if not ready.is_set():
+            raise RuntimeError(f"server process ended:\n{output.decode()}")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            assert process.stderr is not None
+            nursery.start_soon(drain, process.stderr)
+            with trio.fail_after(15):
+                await ready.wait()
+            try:
+                yield port, process
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def post(http: httpx.AsyncClient, port: int, room: str, text: str) -> str:
+    reply = await http.post(
+        f"http://127.0.0.1:{port}/rooms/{room}/messages", data={"text": text}
+    )
+    assert reply.status_code == 201, reply.text
+    event_id: str = reply.json()["id"]
+    return event_id
+
+
+async def test_two_server_processes_and_failover(redis_server: RedisServer) -> None:
+    texts = [f"m{n}" for n in range(1, 7)]
+    used: list[int] = []
+    with trio.fail_after(45):
+        async with (
+            open_chat_process(redis_server.url) as (port1, process1),
+            open_chat_process(redis_server.url) as (port2, _),
+            open_failover_proxy([port1, port2], used) as proxy,
+            httpx.AsyncClient() as http,
+        ):
+            # Clients resume after m0: whenever their subscription starts,
+            # they get everything after it.
+            start = await post(http, port1, "r", "m0")
+            seen: dict[str, list[MessageEvent]] = {"direct": [], "proxied": []}
+            three = trio.Event()
+
+            async def read(name: str, url: str) -> None:
+                async with open_event_source(
+                    url + "/rooms/r/events", last_event_id=start, retry=0.1
+                ) as source:
+                    async for event in source:
+                        seen[name].append(event)
+                        if name == "proxied" and len(seen[name]) == 3:
+                            three.set()
+                        if len(seen[name]) == len(texts):
+                            return
+
+            async with trio.open_nursery() as nursery:
+                # One client on process 2, one through the proxy on process 1.
+                nursery.start_soon(read, "direct", f"http://127.0.0.1:{port2}")
+                nursery.start_soon(read, "proxied", proxy)
+                for n, text in enumerate(texts[:3]):
+                    await post(http, (port1, port2)[n % 2], "r", text)
+                await three.wait()
+                process1.kill()  # the proxied client's server dies
+                for text in texts[3:]:
+                    await post(http, port2, "r", text)
+    for events in seen.values():
+        assert [json.loads(e.data)["text"] for e in events] == texts
+        ids = [tuple(map(int, e.last_event_id.split("-"))) for e in events]
+        assert ids == sorted(set(ids))
+    assert seen["direct"][-1].last_event_id == seen["proxied"][-1].last_event_id
+    # The proxied client was served by process 1, then by process 2.
+    assert used[0] == port1 and used[-1] == port2
