@@ -160,7 +160,9 @@ class RedisBackend(Generic[K, T]):
         (an object with ``dumps`` and ``loads``; compact JSON by default).
     :param timeout: seconds :meth:`publish` and a replay wait for Redis
         before raising :class:`RedisUnavailable`.
-    :param batch: entries read per stream and per ``XREAD``.
+    :param batch: entries read per stream and per ``XREAD``; by default the
+        broadcaster's ``buffer``, so a burst read at once does not by itself
+        make a subscriber that keeps up lag.
     :param max_backoff: the longest wait, in seconds, between two attempts of
         the reader to reconnect.
     """
@@ -173,10 +175,12 @@ class RedisBackend(Generic[K, T]):
         maxlen: int = 10_000,
         codec: Codec | None = None,
         timeout: float = 5.0,
-        batch: int = 1000,
+        batch: int | None = None,
         max_backoff: float = 2.0,
     ) -> None:
         for name, value in (("maxlen", maxlen), ("batch", batch)):
+            if name == "batch" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         for name, number in (("timeout", timeout), ("max_backoff", max_backoff)):
@@ -193,7 +197,7 @@ class RedisBackend(Generic[K, T]):
         #: Serialises items that are not events.
         self.codec: Codec = JsonCodec() if codec is None else codec
         self.timeout = float(timeout)
-        self.batch = batch
+        self.batch = batch or 0
         self.max_backoff = float(max_backoff)
         self._local: LocalDelivery[K, T] | None = None
         self._nursery: trio.Nursery | None = None
@@ -215,6 +219,9 @@ class RedisBackend(Generic[K, T]):
         if self._local is not None:
             raise RuntimeError("this RedisBackend already serves a Broadcaster")
         self._local = local
+        if not self.batch:
+            buffer = getattr(local, "buffer", None)
+            self.batch = buffer if isinstance(buffer, int) and buffer > 0 else 128
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Start the reader task in the broadcaster's nursery."""
@@ -405,7 +412,9 @@ class RedisBackend(Generic[K, T]):
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                     logger.warning(
-                        "lost Redis (%s); reconnecting, subscribers stay open", str(exc)
+                        "reading from Redis failed (%s); reconnecting, "
+                        "subscribers stay open",
+                        str(exc),
                     )
                 else:
                     logger.debug("Redis still unreachable: %s", str(exc))
