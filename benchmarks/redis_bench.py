@@ -11,9 +11,11 @@ measures:
   over 100 keys) during 10 s;
 - ``local``: one process, 100 subscribers: the memory backend's ``send()``
   against ``await publish()`` over Redis (events/s, delivery latency);
-- ``memory``: Redis memory per retained entry for a 100-byte JSON item.
+- ``memory``: Redis memory per retained entry for a 100-byte JSON item;
+- ``baseline``: plain coredis ``XADD`` round trips per second, to put the
+  others in proportion on the machine at hand.
 
-Usage: ``python benchmarks/redis_bench.py [fanout restart idle local memory]``
+Usage: ``python benchmarks/redis_bench.py [baseline fanout restart idle local memory]``
 (all by default), from the repository root.
 """
 
@@ -329,6 +331,24 @@ async def local(url: str, count: int = 5_000, subscribers: int = 100) -> None:
     )
 
 
+# -- baseline: what this machine does without trio_sse ---------------------------
+
+
+async def baseline(url: str, count: int = 2_000) -> None:
+    client: coredis.Redis[Any] = coredis.Redis.from_url(url)
+    async with client:
+        await client.ping()
+        start = time.perf_counter()
+        for _ in range(count):
+            await client.xadd("baseline", {"v": "x" * 100})
+        elapsed = time.perf_counter() - start
+        await client.delete(["baseline"])
+    print(
+        f"baseline: plain coredis XADD round trips, one after another: "
+        f"{count / elapsed:,.0f}/s"
+    )
+
+
 # -- Redis memory per entry ------------------------------------------------------
 
 
@@ -351,7 +371,7 @@ def main() -> None:
         trio.run(subscriber_process, url, subscribers, count)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    names = ["fanout", "restart", "idle", "local", "memory"]
+    names = ["baseline", "fanout", "restart", "idle", "local", "memory"]
     parser.add_argument("which", nargs="*", choices=names, default=names)
     args = parser.parse_args()
     version = subprocess.run(

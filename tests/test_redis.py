@@ -400,3 +400,20 @@ async def test_two_server_processes_and_failover(redis_server: RedisServer) -> N
     assert seen["direct"][-1].last_event_id == seen["proxied"][-1].last_event_id
     # The proxied client was served by process 1, then by process 2.
     assert used[0] == port1 and used[-1] == port2
+
+
+async def test_decoding_client_and_custom_codec(redis_server: RedisServer) -> None:
+    client: coredis.Redis[Any] = coredis.Redis.from_url(
+        redis_server.url, decode_responses=True
+    )
+    backend: RedisBackend[str, Any] = RedisBackend(client, prefix="app:", codec=json)
+    async with client, Broadcaster(backend=backend) as bc:
+        with trio.fail_after(LIMIT):
+            first = await bc.publish("k", [1])
+            async with bc.subscribe("k", last_event_id=first) as stream:
+                await bc.publish("k", {"two": 2})
+                await bc.publish("k", Event("three"))
+                two, three = await take(stream, 2)
+                assert two == {"two": 2}
+                assert three == Event("three", id=stream.last_id)
+            assert await client.xlen("app:k") == 3
