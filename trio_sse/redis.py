@@ -169,7 +169,7 @@ class RedisBackend(Generic[K, T]):
 
     def __init__(
         self,
-        client: coredis.Redis[Any],
+        client: coredis.Redis[Any] | coredis.RedisCluster[Any],
         *,
         prefix: str = "sse:",
         maxlen: int = 10_000,
@@ -199,6 +199,7 @@ class RedisBackend(Generic[K, T]):
         self.timeout = float(timeout)
         self.batch = batch or 0
         self.max_backoff = float(max_backoff)
+        self._cluster = isinstance(client, coredis.RedisCluster)
         self._local: LocalDelivery[K, T] | None = None
         self._nursery: trio.Nursery | None = None
         # Stream name -> the subscribed key it belongs to.
@@ -431,7 +432,6 @@ class RedisBackend(Generic[K, T]):
             self._connected_event = trio.Event()
 
     async def _read_forever(self) -> None:
-        client = self.client
         # The offset between this process's monotonic clock and Redis's
         # clock (ms), and how uncertain it is; measured on each connection.
         offset, error = await self._clock()
@@ -450,7 +450,7 @@ class RedisBackend(Generic[K, T]):
             self._changed = trio.Event()
             if any(entry.cursor is None for entry in self._reading.values()):
                 offset, error = await self._clock()
-            streams: dict[bytes, str] = {}
+            groups: dict[int, list[bytes]] = {}
             for name, entry in self._reading.items():
                 if entry.cursor is None:
                     # From the subscription on: an entry added after it has
@@ -462,21 +462,56 @@ class RedisBackend(Generic[K, T]):
                     if entry.floor is not None and entry.floor > cursor:
                         cursor = entry.floor
                     entry.cursor = cursor
-                streams[name] = "{}-{}".format(*entry.cursor)
-            if not streams:
-                continue
+                groups.setdefault(self._slot(name), []).append(name)
+            # One blocking XREAD per group (a cluster reads per hash slot);
+            # a new key cancels them all and they start again with it.
+            failed: list[BaseException] = []
             with trio.CancelScope() as scope:
                 self._read_scope = scope
                 try:
-                    with client.decoding(False):
-                        reply = await client.xread(streams, count=self.batch, block=0)
+                    async with trio.open_nursery() as nursery:
+                        for names in groups.values():
+                            nursery.start_soon(self._read_group, names, failed, scope)
                 finally:
                     self._read_scope = None
-            if scope.cancelled_caught or not reply:
-                continue
-            self._deliver(reply)
+            if failed:
+                raise failed[0]
+
+    async def _read_group(
+        self, names: list[bytes], failed: list[BaseException], scope: trio.CancelScope
+    ) -> None:
+        client = self.client
+        try:
+            while True:
+                streams: dict[bytes, str] = {}
+                for name in names:
+                    entry = self._reading.get(name)
+                    if entry is not None and entry.cursor is not None:
+                        streams[name] = "{}-{}".format(*entry.cursor)
+                if not streams:
+                    return  # every key of the group lost its subscribers
+                with client.decoding(False):
+                    reply = await client.xread(streams, count=self.batch, block=0)
+                if reply:
+                    self._deliver(reply)
+        except (*_UNAVAILABLE, coredis.exceptions.RedisError) as exc:
+            failed.append(exc)
+            scope.cancel()
+
+    def _slot(self, name: bytes) -> int:
+        if not self._cluster:
+            return 0
+        from coredis._utils import hash_slot
+
+        return hash_slot(name)
 
     async def _clock(self) -> tuple[float, float]:
+        if self._cluster:
+            # TIME cannot be routed in a cluster: check the connection, and
+            # trust this machine's clock to be synchronised within the margin.
+            await self.client.ping()
+            offset = time.time() * 1000 - time.monotonic() * 1000
+            return offset, _CLUSTER_CLOCK_MARGIN
         before = time.monotonic()
         now = await self.client.time()
         after = time.monotonic()
@@ -509,5 +544,7 @@ class RedisBackend(Generic[K, T]):
 _SKIP: Any = object()
 # The largest sequence number of a Redis Stream id.
 _MAX_SEQ = 2**64 - 1
+# With a cluster, how far (ms) this machine's clock may be from Redis's.
+_CLUSTER_CLOCK_MARGIN = 50.0
 # How many keys' last published ids a backend remembers.
 _PUBLISHED = 10_000
