@@ -9,7 +9,13 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
-from helpers import HttpStream, RedisServer, open_http_stream, serve_app
+from helpers import (
+    HttpStream,
+    RedisCluster,
+    RedisServer,
+    open_http_stream,
+    serve_app,
+)
 
 
 @pytest.fixture
@@ -43,3 +49,24 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A real 3-node Redis Cluster, created with ``redis-cli --cluster create``.
+
+    Skips (fails under ``CI=true``) like ``redis_server`` when the binaries
+    are missing.
+    """
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        message = "redis-server/redis-cli not found: apt-get install redis-server"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: not skipping)")
+        pytest.skip(message)
+    cluster = RedisCluster(binary, cli, tmp_path / "cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

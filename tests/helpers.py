@@ -22,6 +22,7 @@ that stop reading.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -179,6 +180,21 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class RedisServer:
     """A real ``redis-server`` on 127.0.0.1, in its own directory.
 
@@ -187,10 +203,20 @@ class RedisServer:
     ``start()`` returns once the server answers ``PING``.
     """
 
-    def __init__(self, binary: str, directory: Path, port: int | None = None):
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        port: int | None = None,
+        *,
+        cluster: bool = False,
+    ):
         self.binary = binary
+        self.cluster = cluster
         self.directory = directory
-        self.port = free_port() if port is None else port
+        if port is None:
+            port = free_cluster_port() if cluster else free_port()
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -209,6 +235,8 @@ class RedisServer:
             "--appendfsync", "always",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
@@ -291,3 +319,52 @@ async def open_failover_proxy(
             yield f"http://127.0.0.1:{port}"
         finally:
             nursery.cancel_scope.cancel()
+
+
+class RedisCluster:
+    """A real 3-node Redis Cluster (no replicas) on free ports of 127.0.0.1.
+
+    Each node is a :class:`RedisServer` started with ``--cluster-enabled yes``;
+    ``redis-cli --cluster create`` assigns the slots, and ``start()`` returns
+    once ``CLUSTER INFO`` reports ``cluster_state:ok`` on every node.
+    """
+
+    def __init__(self, binary: str, cli: str, directory: Path) -> None:
+        self.cli = cli
+        self.nodes = [
+            RedisServer(binary, directory / f"node{i}", cluster=True) for i in range(3)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [self.cli, "--cluster", "create", *addresses, "--cluster-yes"],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while True:
+                info = subprocess.run(
+                    [self.cli, "-p", str(port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                if "cluster_state:ok" in info:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster not ready on port {port}:\n{info}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from helpers import RedisServer, free_port, open_failover_proxy
+from helpers import RedisCluster, RedisServer, free_port, open_failover_proxy
 from trio import Process
 
 from trio_sse import Broadcaster, Event, MessageEvent, SseError
@@ -417,3 +417,47 @@ async def test_decoding_client_and_custom_codec(redis_server: RedisServer) -> No
                 assert two == {"two": 2}
                 assert three == Event("three", id=stream.last_id)
             assert await client.xlen("app:k") == 3
+
+
+@COREDIS_LEAKS
+async def test_cluster_exchange_and_replay(redis_cluster: RedisCluster) -> None:
+    port = redis_cluster.ports[0]
+
+    @asynccontextmanager
+    async def open_cluster_broadcaster() -> AsyncIterator[Broadcaster[str, Any]]:
+        client: coredis.RedisCluster[Any] = coredis.RedisCluster("127.0.0.1", port)
+        backend: RedisBackend[str, Any] = RedisBackend(client)
+        async with client, Broadcaster(backend=backend) as bc:
+            yield bc
+
+    async def exchange() -> None:
+        keys = [f"room{n}" for n in range(6)]  # spread over the nodes' slots
+        with trio.fail_after(LIMIT):
+            async with (
+                open_cluster_broadcaster() as one,
+                open_cluster_broadcaster() as two,
+            ):
+                names = {backend_of(one).stream_name(k) for k in keys}
+                assert len({backend_of(one)._slot(n) for n in names}) == len(keys)
+                firsts = {key: await two.publish(key, f"{key}:0") for key in keys}
+                async with AsyncExitStack() as stack:
+                    streams = {
+                        key: await stack.enter_async_context(
+                            one.subscribe(key, last_event_id=firsts[key])
+                        )
+                        for key in keys
+                    }
+                    for n in (1, 2):
+                        for key in keys:
+                            await two.publish(key, f"{key}:{n}")
+                    for key, stream in streams.items():
+                        assert stream.replay_complete
+                        assert await take(stream, 2) == [f"{key}:1", f"{key}:2"]
+                    # A key subscribed later is read at once, in its own slot.
+                    async with one.subscribe("late") as late:
+                        await two.publish("late", "hi")
+                        assert await late.__anext__() == "hi"
+
+    await exchange()
+    # Only now are the clients unreachable: collect what coredis left open.
+    gc.collect()
