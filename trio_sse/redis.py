@@ -15,8 +15,9 @@ retained is lost, nothing is delivered twice); while Redis is unreachable
 :meth:`RedisBackend.publish` raises :class:`RedisUnavailable` within
 ``timeout`` seconds.
 
-The client must be entered (``async with client:``) by the application, and
-works with ``coredis.Redis`` (any ``decode_responses``)::
+The client must be entered (``async with client:``) by the application; it
+may be a ``coredis.Redis`` (any ``decode_responses``) or a
+``coredis.RedisCluster`` (then one ``XREAD`` per hash slot)::
 
     client = coredis.Redis.from_url("redis://localhost:6379")
     async with client, Broadcaster(backend=RedisBackend(client)) as rooms:
@@ -152,7 +153,8 @@ class _Key:
 class RedisBackend(Generic[K, T]):
     """Items travel through Redis Streams, one stream per key.
 
-    :param client: a ``coredis.Redis`` client, entered by the application.
+    :param client: a ``coredis.Redis`` or ``coredis.RedisCluster`` client,
+        entered by the application.
     :param prefix: prepended to ``str(key)`` to name each key's stream.
     :param maxlen: entries each stream retains (approximately: Redis trims
         whole nodes, so a little more may be kept) for ``Last-Event-ID``.
