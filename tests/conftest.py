@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import pytest
-from helpers import HttpStream, open_http_stream, serve_app
+from helpers import (
+    HttpStream,
+    RedisCluster,
+    RedisServer,
+    open_http_stream,
+    serve_app,
+)
 
 
 @pytest.fixture
@@ -19,3 +28,45 @@ def open_server() -> Callable[..., AbstractAsyncContextManager[str]]:
 def open_http() -> Callable[..., AbstractAsyncContextManager[HttpStream]]:
     """``async with open_http(url, path, ...) as http`` (see module doc)."""
     return open_http_stream
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, stopped after the test.
+
+    Skips with the name of the Debian package when the binary is missing,
+    except under ``CI=true``, where the Redis tests must run.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server not found: apt-get install redis-server"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: not skipping)")
+        pytest.skip(message)
+    server = RedisServer(binary, tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A real 3-node Redis Cluster, created with ``redis-cli --cluster create``.
+
+    Skips (fails under ``CI=true``) like ``redis_server`` when the binaries
+    are missing.
+    """
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        message = "redis-server/redis-cli not found: apt-get install redis-server"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: not skipping)")
+        pytest.skip(message)
+    cluster = RedisCluster(binary, cli, tmp_path / "cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -22,10 +22,14 @@ that stop reading.
 
 from __future__ import annotations
 
+import random
 import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -199,3 +203,204 @@ class BroadcastApp:
         self.subscribed.set()
         self.subscribed = trio.Event()
         await self.bc.response(self._tracked(stream, closed))(scope, receive, send)
+
+
+# -- a real redis-server ----------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_cluster_port() -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisServer:
+    """A real ``redis-server`` on 127.0.0.1, in its own directory.
+
+    The append-only file is on with ``fsync`` at every write, so a server
+    killed with SIGKILL and started again keeps every entry it acknowledged.
+    ``start()`` returns once the server answers ``PING``.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        port: int | None = None,
+        *,
+        cluster: bool = False,
+    ):
+        self.binary = binary
+        self.cluster = cluster
+        self.directory = directory
+        if port is None:
+            port = free_cluster_port() if cluster else free_port()
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        args = [
+            self.binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                log = (self.directory / "redis.log").read_text(errors="replace")
+                raise RuntimeError(f"redis-server exited at start:\n{log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer within {timeout} s")
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown, no final save) and reap it."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        """Terminate the server and reap it."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+@asynccontextmanager
+async def open_failover_proxy(
+    ports: Sequence[int], used: list[int] | None = None
+) -> AsyncIterator[str]:
+    """A TCP proxy on 127.0.0.1: a load balancer with health checks in miniature.
+
+    Each connection goes to the first of *ports* that accepts one (its port
+    is appended to *used*); when either side closes, both are closed. Yields
+    ``"http://127.0.0.1:PORT"``.
+    """
+
+    async def pump(
+        source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope
+    ) -> None:
+        try:
+            async for chunk in source:
+                await sink.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            done.cancel()
+
+    async def handle(client: trio.SocketStream) -> None:
+        async with client:
+            for port in ports:
+                try:
+                    upstream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    continue
+                if used is not None:
+                    used.append(port)
+                async with upstream, trio.open_nursery() as nursery:
+                    nursery.start_soon(pump, client, upstream, nursery.cancel_scope)
+                    nursery.start_soon(pump, upstream, client, nursery.cancel_scope)
+                return
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+class RedisCluster:
+    """A real 3-node Redis Cluster (no replicas) on free ports of 127.0.0.1.
+
+    Each node is a :class:`RedisServer` started with ``--cluster-enabled yes``;
+    ``redis-cli --cluster create`` assigns the slots, and ``start()`` returns
+    once ``CLUSTER INFO`` reports ``cluster_state:ok`` on every node.
+    """
+
+    def __init__(self, binary: str, cli: str, directory: Path) -> None:
+        self.cli = cli
+        self.nodes = [
+            RedisServer(binary, directory / f"node{i}", cluster=True) for i in range(3)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [self.cli, "--cluster", "create", *addresses, "--cluster-yes"],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while True:
+                info = subprocess.run(
+                    [self.cli, "-p", str(port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                if "cluster_state:ok" in info:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster not ready on port {port}:\n{info}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
