@@ -22,10 +22,14 @@ that stop reading.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -163,3 +167,57 @@ async def open_http_stream(
         http = HttpStream(stream)
         await http.send_request(method, parts.netloc, path, headers, body)
         yield http
+
+
+async def wait_subscribers(bc: Any, key: Any, count: int, limit: float = 5) -> None:
+    """Wait (bounded) until *key* of the broadcaster *bc* has *count* subscribers.
+
+    Subscribing and unsubscribing happen in the server's tasks, which offer
+    no hook to wait on, so this polls every millisecond for at most *limit*
+    seconds.
+    """
+    with trio.fail_after(limit):
+        while bc.subscriber_count(key) != count:  # noqa: ASYNC110
+            await trio.sleep(0.001)
+
+
+# -- headless Chromium (playwright-core from npm, see tests/browser) ----------
+
+BROWSER_DIR = Path(__file__).parent / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def browser_missing() -> list[str]:
+    """What a browser test lacks on this machine (empty: it can run)."""
+    missing = []
+    if shutil.which("node") is None:
+        missing.append("node (Node.js 18 or later)")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        missing.append("playwright-core (npm ci --prefix tests/browser)")
+    return missing
+
+
+async def run_chromium(url: str, limit: float = 60) -> dict[str, Any]:
+    """Open *url* in headless Chromium; return the page's ``window.verdict``.
+
+    The page must set ``window.verdict`` (any JSON value) when it is done;
+    *limit* bounds the whole run, browser launch included.
+    """
+    env = dict(os.environ, CHROMIUM=CHROMIUM)
+    with trio.fail_after(limit + 10):
+        result = await trio.run_process(
+            ["node", str(BROWSER_DIR / "driver.mjs"), url, str(int(limit * 1000))],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    lines = result.stdout.decode().strip().splitlines()
+    assert lines, f"driver printed nothing; stderr:\n{result.stderr.decode()}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    assert report["ok"], (report.get("error"), report.get("console"))
+    assert result.returncode == 0
+    verdict: dict[str, Any] = report["verdict"]
+    return verdict
