@@ -9,6 +9,7 @@ streams.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +18,15 @@ import httpx_sse
 import pytest
 import quart
 import trio
-from helpers import open_http_stream, serve_app, wait_subscribers
+from helpers import (
+    CHAT_CHECK_PAGE,
+    load_example,
+    open_http_stream,
+    run_chromium,
+    serve_app,
+    wait_subscribers,
+    with_page,
+)
 from quart_trio import QuartTrio
 
 import trio_sse
@@ -219,3 +228,57 @@ async def test_construction_errors() -> None:
         response: Any = EventSourceResponse(SseResponse(iter_events(), status=201))
         assert response.status_code == 201
         assert response.timeout is None
+
+
+# -- examples/quart_chat.py ------------------------------------------------------
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+BROWSER_LIMIT = 60
+
+
+async def test_quart_chat_posts_replays_and_rejects() -> None:
+    app = load_example("quart_chat").make_app()
+    async with open_stream(app, "/rooms/lobby/events") as stream:
+        assert stream.status == 200
+        presence = await anext(aiter(stream))
+        assert (presence.type, json.loads(presence.data)) == ("presence", {"online": 1})
+        ids = []
+        for text in ("first", "second"):
+            body = f"user=ann&text={text}".encode()
+            posted = await request(app, "POST", "/rooms/lobby/messages", body, FORM)
+            assert posted.status == 201
+            ids.append(posted.json()["id"])
+        got = [await anext(aiter(stream)) for _ in ids]
+    assert [json.loads(m.data)["text"] for m in got] == ["first", "second"]
+    assert [m.last_event_id for m in got] == ids
+    headers = {"last-event-id": ids[0]}
+    async with open_stream(app, "/rooms/lobby/events", headers=headers) as stream:
+        replayed = []
+        async for message in stream:
+            if message.type == "message":
+                replayed.append(message)
+                break
+    assert [(json.loads(m.data)["text"], m.last_event_id) for m in replayed] == [
+        ("second", ids[1])
+    ]
+    empty = await request(app, "POST", "/rooms/lobby/messages", b"text=+", FORM)
+    assert empty.status == 400
+    long_room = "/rooms/" + "x" * 41 + "/events"
+    assert (await request(app, "GET", long_room)).status == 400
+
+
+@pytest.mark.browser
+async def test_quart_chat_in_chromium(browser_required: None) -> None:
+    app = load_example("quart_chat").make_app()
+    async with serve_app(with_page(app, "/check", CHAT_CHECK_PAGE)) as url:
+        verdict = await run_chromium(url + "/check", BROWSER_LIMIT)
+        # The page closed its streams: the server let go of them.
+        await wait_subscribers(app.config["rooms"], "browser", 0)
+    assert "error" not in verdict, verdict
+    assert verdict["online"] == "1 online"
+    texts = ["hello from chromium", "second", "third"]
+    assert len(verdict["messages"]) == 3
+    assert all(m.endswith(t) for m, t in zip(verdict["messages"], texts, strict=True))
+    assert verdict["second"]["status"] == verdict["third"]["status"] == 201
+    assert verdict["replay"]["data"]["text"] == "third"
+    assert verdict["replay"]["id"] == verdict["third"]["id"]

@@ -22,7 +22,15 @@ import pytest
 import trio
 from fastapi import FastAPI
 from fastapi.sse import ServerSentEvent
-from helpers import open_http_stream, run_chromium, serve_app, wait_subscribers
+from helpers import (
+    CHAT_CHECK_PAGE,
+    load_example,
+    open_http_stream,
+    run_chromium,
+    serve_app,
+    wait_subscribers,
+    with_page,
+)
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -490,3 +498,57 @@ async def test_last_event_id_helpers(
     for app in (Starlette(routes=[Route("/", starlette_route)]), fastapi):
         response = await request(app, "GET", "/" + query, headers=headers)
         assert response.body.decode() == repr(expected)
+
+
+# -- examples/fastapi_chat.py ----------------------------------------------------
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+async def test_fastapi_chat_posts_replays_and_rejects() -> None:
+    app = load_example("fastapi_chat").make_app()
+    async with open_stream(app, "/rooms/lobby/events") as stream:
+        assert stream.status == 200
+        presence = await anext(aiter(stream))
+        assert (presence.type, json.loads(presence.data)) == ("presence", {"online": 1})
+        ids = []
+        for text in ("first", "second"):
+            body = f"user=ann&text={text}".encode()
+            posted = await request(app, "POST", "/rooms/lobby/messages", body, FORM)
+            assert posted.status == 201
+            ids.append(posted.json()["id"])
+        got = [await anext(aiter(stream)) for _ in ids]
+    assert [json.loads(m.data)["text"] for m in got] == ["first", "second"]
+    assert [m.last_event_id for m in got] == ids
+    # The browser reconnects with Last-Event-ID: the dependency reads it.
+    headers = {"last-event-id": ids[0]}
+    async with open_stream(app, "/rooms/lobby/events", headers=headers) as stream:
+        replayed = []
+        async for message in stream:
+            if message.type == "message":
+                replayed.append(message)
+                break
+    assert [(json.loads(m.data)["text"], m.last_event_id) for m in replayed] == [
+        ("second", ids[1])
+    ]
+    empty = await request(app, "POST", "/rooms/lobby/messages", b"text=+", FORM)
+    assert empty.status == 400
+    long_room = "/rooms/" + "x" * 41 + "/events"
+    assert (await request(app, "GET", long_room)).status == 400
+
+
+@pytest.mark.browser
+async def test_fastapi_chat_in_chromium(browser_required: None) -> None:
+    app = load_example("fastapi_chat").make_app()
+    async with serve_app(with_page(app, "/check", CHAT_CHECK_PAGE)) as url:
+        verdict = await run_chromium(url + "/check", BROWSER_LIMIT)
+        # The page closed its streams: the server let go of them.
+        await wait_subscribers(app.state.rooms, "browser", 0)
+    assert "error" not in verdict, verdict
+    assert verdict["online"] == "1 online"
+    texts = ["hello from chromium", "second", "third"]
+    assert len(verdict["messages"]) == 3
+    assert all(m.endswith(t) for m, t in zip(verdict["messages"], texts, strict=True))
+    assert verdict["second"]["status"] == verdict["third"]["status"] == 201
+    assert verdict["replay"]["data"]["text"] == "third"
+    assert verdict["replay"]["id"] == verdict["third"]["id"]
