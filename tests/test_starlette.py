@@ -111,9 +111,10 @@ async def publish_when_subscribed(
     ids: list[str],
     *,
     end: bool = False,
+    limit: float = LIMIT,
 ) -> None:
     """Publish *events* once *room* has a subscriber; *end*: then end its streams."""
-    await wait_subscribers(bc, room, 1)
+    await wait_subscribers(bc, room, 1, limit)
     for event in events:
         ids.append(await bc.publish(room, event))
     if end:
@@ -268,7 +269,11 @@ async def test_chromium_eventsource(browser_required: None, factory: Any) -> Non
         {"name": "lobby", "url": "/events/lobby", "count": 3, "types": ["greeting"]}
     )
     async with serve_app(factory(bc, html)) as url, trio.open_nursery() as nursery:
-        nursery.start_soon(publish_when_subscribed, bc, "lobby", EVENTS, ids)
+        nursery.start_soon(
+            partial(
+                publish_when_subscribed, bc, "lobby", EVENTS, ids, limit=BROWSER_LIMIT
+            )
+        )
         verdict = await run_chromium(url + "/", BROWSER_LIMIT)
         await wait_subscribers(bc, "lobby", 0)  # the page closed it
     seen = verdict["lobby"]
