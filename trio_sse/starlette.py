@@ -79,8 +79,8 @@ def _depends(fn: Any) -> object:
     return fn if _Depends is None else _Depends(fn)
 
 
-#: A FastAPI parameter type: ``async def route(last_id: LastEventId)``
-#: receives the ``Last-Event-ID`` header (or ``lastEventId`` query
+#: For FastAPI parameters, as in ``async def route(last_id: LastEventId)``,
+#: which receives the ``Last-Event-ID`` header (or ``lastEventId`` query
 #: parameter), or ``None``.
 LastEventId = Annotated[str | None, _depends(last_event_id_dependency)]
 
@@ -151,7 +151,7 @@ class EventSourceResponse(Response):
     here.
 
     Headers and status set on this object after construction (for example
-    with :meth:`set_cookie`) are applied to the response when it starts.
+    with ``set_cookie()``) are applied to the response when it starts.
     *background* runs after the stream ends, as for any Starlette response.
     """
 
