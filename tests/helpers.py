@@ -200,13 +200,16 @@ def browser_missing() -> list[str]:
     return missing
 
 
-async def run_chromium(url: str, limit: float = 60) -> dict[str, Any]:
+async def run_chromium(
+    url: str, limit: float = 60, *, chromium: str = CHROMIUM
+) -> dict[str, Any]:
     """Open *url* in headless Chromium; return the page's ``window.verdict``.
 
     The page must set ``window.verdict`` (any JSON value) when it is done;
-    *limit* bounds the whole run, browser launch included.
+    *limit* bounds the whole run, browser launch included. *chromium* is
+    the browser executable (a wrapper script may add flags).
     """
-    env = dict(os.environ, CHROMIUM=CHROMIUM)
+    env = dict(os.environ, CHROMIUM=chromium)
     with trio.fail_after(limit + 10):
         result = await trio.run_process(
             ["node", str(BROWSER_DIR / "driver.mjs"), url, str(int(limit * 1000))],

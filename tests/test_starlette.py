@@ -11,6 +11,7 @@ helpers) are checked in memory with :mod:`trio_sse.testing`.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -24,6 +25,7 @@ from fastapi import FastAPI
 from fastapi.sse import ServerSentEvent
 from helpers import (
     CHAT_CHECK_PAGE,
+    CHROMIUM,
     load_example,
     open_http_stream,
     run_chromium,
@@ -51,7 +53,7 @@ from trio_sse.starlette import (
 from trio_sse.testing import open_stream, request
 
 LIMIT = 10  # seconds any network test may take
-BROWSER_LIMIT = 60
+BROWSER_LIMIT = 90  # seconds: launching a browser on a busy machine is slow
 
 AppFactory = Callable[[Broadcaster[str, Event]], Any]
 
@@ -227,6 +229,7 @@ PAGE = """<!doctype html>
   // name to what it saw, once every source got `count` events (or, with
   // `expectError`, failed).
   const SOURCES = __SOURCES__;
+  const DEADLINE = __DEADLINE__;
   document.cookie = "session=s3cret; path=/";
   const verdict = {};
   let pending = SOURCES.length;
@@ -252,12 +255,18 @@ PAGE = """<!doctype html>
     source.onmessage = record;
     for (const type of s.types || []) source.addEventListener(type, record);
   }
+  // With a deadline (ms), the verdict is published then, finished or not.
+  if (DEADLINE) setTimeout(() => { window.verdict = verdict; }, DEADLINE);
 </script></body></html>
 """
 
 
-def page(*sources: dict[str, Any]) -> str:
-    return PAGE.replace("__SOURCES__", json.dumps(list(sources)))
+def page(*sources: dict[str, Any], deadline: float | None = None) -> str:
+    """The page opening *sources*; *deadline* (s): publish the verdict then."""
+    ms = 0 if deadline is None else round(deadline * 1000)
+    return PAGE.replace("__SOURCES__", json.dumps(list(sources))).replace(
+        "__DEADLINE__", str(ms)
+    )
 
 
 @pytest.mark.browser
@@ -557,3 +566,129 @@ async def test_fastapi_chat_in_chromium(browser_required: None) -> None:
     assert verdict["second"]["status"] == verdict["third"]["status"] == 201
     assert verdict["replay"]["data"]["text"] == "third"
     assert verdict["replay"]["id"] == verdict["third"]["id"]
+
+
+# -- HTTP/2 over TLS in Chromium --------------------------------------------------
+
+H2_STREAMS = 20  # far over the 6 connections a browser opens per HTTP/1.1 host
+
+
+def tls_setup(tmp_path: Any) -> tuple[Any, Any, str]:
+    """A trustme certificate for 127.0.0.1: (CA, Hypercorn config, Chromium
+    wrapper trusting that certificate by the hash of its public key)."""
+    import hashlib
+
+    import hypercorn.config
+    import trustme
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    config = hypercorn.config.Config()
+    config.certfile, config.keyfile = str(certfile), str(keyfile)
+    leaf = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
+    spki = leaf.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    )
+    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    wrapper = tmp_path / "chromium"
+    wrapper.write_text(
+        f'#!/bin/sh\nexec {CHROMIUM} --ignore-certificate-errors-spki-list={pin} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return ca, config, str(wrapper)
+
+
+def many_streams_app(
+    bc: Broadcaster[str, Event], html: str, seen: list[tuple[str, Any]]
+) -> Starlette:
+    """``/events/{key}`` records (HTTP version, client address) per stream."""
+
+    async def events(request: Request) -> EventSourceResponse:
+        scope = request.scope
+        seen.append((scope["http_version"], tuple(scope["client"])))
+        stream = bc.subscribe(request.path_params["key"])
+        return EventSourceResponse(bc.response(stream))
+
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(html)
+
+    return Starlette(routes=[Route("/events/{key}", events), Route("/", index)])
+
+
+@pytest.mark.browser
+async def test_chromium_shares_one_http2_connection(
+    browser_required: None, tmp_path: Any
+) -> None:
+    import ssl
+
+    ca, config, chromium = tls_setup(tmp_path)
+    bc = make_broadcaster()
+    seen: list[tuple[str, Any]] = []
+    keys = [f"s{i}" for i in range(H2_STREAMS)]
+    html = page(*({"name": k, "url": f"/events/{k}", "count": 1} for k in keys))
+
+    async def publish() -> None:
+        for key in keys:
+            await wait_subscribers(bc, key, 1, BROWSER_LIMIT)
+        for key in keys:
+            bc.send(key, Event(f"to {key}"))
+
+    async with (
+        serve_app(many_streams_app(bc, html, seen), hypercorn_config=config) as url,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(publish)
+        url = url.replace("http://", "https://")
+        verdict = await run_chromium(url + "/", BROWSER_LIMIT, chromium=chromium)
+        browser_streams = list(seen)
+        # A real HTTP/2 client: no connection header on an HTTP/2 response.
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        async with (
+            httpx.AsyncClient(http2=True, verify=context) as client,
+            client.stream("GET", url + "/events/solo") as response,
+        ):
+            assert response.http_version == "HTTP/2"
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert "connection" not in response.headers
+    assert {key: [e["data"] for e in verdict[key]["events"]] for key in keys} == {
+        key: [f"to {key}"] for key in keys
+    }
+    # Every stream came over HTTP/2, all on one connection.
+    assert [version for version, _ in browser_streams] == ["2"] * H2_STREAMS
+    assert len({client for _, client in browser_streams}) == 1
+
+
+@pytest.mark.browser
+async def test_chromium_over_http1_holds_six_streams(browser_required: None) -> None:
+    """The contrast: over HTTP/1.1 the same page gets 6 streams, the rest wait."""
+    bc = make_broadcaster()
+    seen: list[tuple[str, Any]] = []
+    keys = [f"s{i}" for i in range(H2_STREAMS)]
+    # count 2: no source finishes (and frees its connection) on the one event.
+    html = page(
+        *({"name": k, "url": f"/events/{k}", "count": 2} for k in keys), deadline=3
+    )
+
+    async def publish() -> None:
+        with trio.fail_after(BROWSER_LIMIT):
+            while sum(bc.subscriber_count(k) for k in keys) < 6:  # noqa: ASYNC110
+                await trio.sleep(0.001)
+        for key in keys:
+            bc.send(key, Event(f"to {key}"))
+
+    async with (
+        serve_app(many_streams_app(bc, html, seen)) as url,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(publish)
+        verdict = await run_chromium(url + "/", BROWSER_LIMIT)
+    received = [key for key in keys if verdict[key]["events"]]
+    assert len(received) == 6
+    assert len(seen) == 6  # the other 14 requests were never sent
+    assert {version for version, _ in seen} == {"1.1"}
