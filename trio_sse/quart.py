@@ -28,7 +28,7 @@ applies when ``http.disconnect`` arrives; the server's shutdown signal (from
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
@@ -46,6 +46,8 @@ __all__ = ["EventSourceResponse", "last_event_id"]
 logger = logging.getLogger("trio_sse")
 
 _Message = dict[str, Any]
+# The core's ASGI types are more precise than what this module passes.
+_AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 # The response headers of an SseResponse (the status line is sent by Quart
 # before the body starts, from the quart.Response).
@@ -81,7 +83,7 @@ class _SseBody(ResponseBody):
     chunk; the nursery lives exactly as long as that block.
     """
 
-    def __init__(self, app: SseResponse, scope: Mapping[str, Any], status: int):
+    def __init__(self, app: _AsgiApp, scope: Mapping[str, Any], status: int):
         self.app = app
         self.scope = scope
         self.status = status
@@ -135,7 +137,7 @@ class _SseBody(ResponseBody):
                     tx.close()
 
         with tx:
-            await self.app(dict(self.scope), _never, send)  # type: ignore[arg-type]
+            await self.app(dict(self.scope), _never, send)
 
 
 class EventSourceResponse(quart.Response):
@@ -181,6 +183,6 @@ class EventSourceResponse(quart.Response):
             content_type=None if "content-type" in all_headers else _CONTENT_TYPE,
         )
         #: The ASGI application that serves the stream.
-        self.app = app
+        self.app: _AsgiApp = app
         # A stream is meant to outlive Quart's RESPONSE_TIMEOUT.
         self.timeout = None

@@ -26,7 +26,7 @@ is installed (for :data:`LastEventId` and ``ServerSentEvent`` items).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -46,7 +46,8 @@ __all__ = [
     "last_event_id_dependency",
 ]
 
-_Headers = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
+# The framework's ASGI types and the core's differ in precision only.
+_AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 _Depends: Any
 _ServerSentEvent: Any
@@ -184,7 +185,7 @@ class EventSourceResponse(Response):
                 stream = _convert_items(stream)
             app = SseResponse(stream, config=config, status=status, headers=headers)
         #: The ASGI application that serves the stream.
-        self.app = app
+        self.app: _AsgiApp = app
         self.status_code = status
         self.background = background
         self.body = b""
