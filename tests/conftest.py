@@ -13,6 +13,7 @@ from helpers import (
     HttpStream,
     RedisCluster,
     RedisServer,
+    browser_missing,
     open_http_stream,
     serve_app,
 )
@@ -70,3 +71,14 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+def browser_required() -> None:
+    """Skip a browser test when Chromium or playwright-core is missing
+    (fail instead when ``CI=true``)."""
+    missing = browser_missing()
+    if missing:
+        message = "browser test needs: " + "; ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: not skipping)")
+        pytest.skip(message)

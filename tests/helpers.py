@@ -22,7 +22,11 @@ that stop reading.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
 import random
+import shutil
 import socket
 import subprocess
 import time
@@ -404,3 +408,140 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+async def wait_subscribers(bc: Any, key: Any, count: int, limit: float = 5) -> None:
+    """Wait (bounded) until *key* of the broadcaster *bc* has *count* subscribers.
+
+    Subscribing and unsubscribing happen in the server's tasks, which offer
+    no hook to wait on, so this polls every millisecond for at most *limit*
+    seconds.
+    """
+    with trio.fail_after(limit):
+        while bc.subscriber_count(key) != count:  # noqa: ASYNC110
+            await trio.sleep(0.001)
+
+
+# -- headless Chromium (playwright-core from npm, see tests/browser) ----------
+
+BROWSER_DIR = Path(__file__).parent / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def browser_missing() -> list[str]:
+    """What a browser test lacks on this machine (empty: it can run)."""
+    missing = []
+    if shutil.which("node") is None:
+        missing.append("node (Node.js 18 or later)")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        missing.append("playwright-core (npm ci --prefix tests/browser)")
+    return missing
+
+
+async def run_chromium(
+    url: str, limit: float = 60, *, chromium: str = CHROMIUM
+) -> dict[str, Any]:
+    """Open *url* in headless Chromium; return the page's ``window.verdict``.
+
+    The page must set ``window.verdict`` (any JSON value) when it is done;
+    *limit* bounds the whole run, browser launch included. *chromium* is
+    the browser executable (a wrapper script may add flags).
+    """
+    env = dict(os.environ, CHROMIUM=chromium)
+    with trio.fail_after(limit + 10):
+        result = await trio.run_process(
+            ["node", str(BROWSER_DIR / "driver.mjs"), url, str(int(limit * 1000))],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    lines = result.stdout.decode().strip().splitlines()
+    assert lines, f"driver printed nothing; stderr:\n{result.stderr.decode()}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    assert report["ok"], (report.get("error"), report.get("console"))
+    assert result.returncode == 0
+    verdict: dict[str, Any] = report["verdict"]
+    return verdict
+
+
+def load_example(name: str) -> Any:
+    """Import ``examples/<name>.py`` as a fresh module (not cached)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def with_page(app: Any, path: str, html: str) -> Any:
+    """An ASGI app answering *path* with the page *html*, the rest with *app*."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == path:
+            headers = [(b"content-type", b"text/html; charset=utf-8")]
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": html.encode()})
+        else:
+            await app(scope, receive, send)
+
+    return asgi
+
+
+#: A page that drives a chat example's own page (``/?room=browser``, loaded
+#: in a same-origin iframe) like a user: it waits for the presence count,
+#: sends a message through the form, posts two more with ``fetch``, then
+#: opens an EventSource with ``?lastEventId=`` (the id of the second) and
+#: expects the third replayed. ``window.verdict`` holds what it saw.
+CHAT_CHECK_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>chat check</title></head>
+<body><iframe id="chat" src="/?room=browser" width="800" height="600"></iframe>
+<script>
+const until = (check, what) => new Promise((resolve, reject) => {
+  const started = performance.now();
+  const tick = () => {
+    let value = null;
+    try { value = check(); } catch (_) { /* not there yet */ }
+    if (value) resolve(value);
+    else if (performance.now() - started > 20000) reject(new Error("timeout: " + what));
+    else setTimeout(tick, 20);
+  };
+  tick();
+});
+const post = async (text) => {
+  const response = await fetch("/rooms/browser/messages", {
+    method: "POST", body: new URLSearchParams({ user: "page", text }),
+  });
+  return { status: response.status, ...(await response.json()) };
+};
+(async () => {
+  const doc = () => document.getElementById("chat").contentDocument;
+  const messages = () => [...doc().querySelectorAll(".msg")].map((d) => d.textContent);
+  const online = await until(
+    () => /^\\d+ online$/.test(doc().getElementById("online").textContent)
+      && doc().getElementById("online").textContent, "presence");
+  doc().getElementById("user").value = "chromium";
+  doc().getElementById("text").value = "hello from chromium";
+  doc().getElementById("send").requestSubmit();
+  await until(() => messages().length >= 1, "own message");
+  const second = await post("second");
+  const third = await post("third");
+  await until(() => messages().length >= 3, "posted messages");
+  const replay = await new Promise((resolve, reject) => {
+    const source = new EventSource(
+      "/rooms/browser/events?lastEventId=" + encodeURIComponent(second.id));
+    source.addEventListener("message", (e) => {
+      source.close();
+      resolve({ data: JSON.parse(e.data), id: e.lastEventId });
+    });
+    setTimeout(() => reject(new Error("timeout: replay")), 20000);
+  });
+  window.verdict = { online, messages: messages(), second, third, replay };
+})().catch((error) => { window.verdict = { error: String(error) }; });
+</script></body></html>
+"""

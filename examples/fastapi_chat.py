@@ -1,0 +1,130 @@
+"""The chat room on FastAPI, served by Hypercorn's trio worker.
+
+Run ``python examples/fastapi_chat.py`` and open http://127.0.0.1:8000/ in
+two windows (``/?room=name`` picks a room); the API is at ``/docs``.
+
+Rooms are keys of one :class:`trio_sse.Broadcaster`; ``POST
+/rooms/{room}/messages`` publishes, ``GET /rooms/{room}/events`` streams
+through :class:`trio_sse.starlette.EventSourceResponse`. The broadcaster
+keeps the last 100 events per room, so a browser that reconnects with
+``Last-Event-ID`` (the :data:`~trio_sse.starlette.LastEventId` dependency)
+gets what it missed. A ``presence`` event counts who is in the room.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+import trio
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+import trio_sse
+from trio_sse import Broadcaster, BroadcastStream, Event, SseConfig
+from trio_sse.starlette import EventSourceResponse, LastEventId
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+PAGE = Path(__file__).resolve().parent / "static" / "chat.html"
+MAX_TEXT = 500
+MAX_NAME = 40
+
+
+def room_name(room: str) -> str:
+    """A path parameter checked as a room name (400 otherwise)."""
+    room = room.strip()
+    if not room or len(room) > MAX_NAME:
+        raise HTTPException(400, f"room names have 1 to {MAX_NAME} characters")
+    return room
+
+
+Room = Annotated[str, Depends(room_name)]
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The URL-encoded form the page posts (no multipart parser needed)."""
+    body = (await request.body()).decode("utf-8", "replace")
+    return dict(urllib.parse.parse_qsl(body))
+
+
+def make_app() -> FastAPI:
+    """The chat application."""
+    rooms: Broadcaster[str, Event] = Broadcaster(
+        buffer=64, config=SseConfig(keep_alive=15.0, retry=1.0), history=100
+    )
+    app = FastAPI(title="trio_sse chat")
+    app.state.rooms = rooms
+
+    def presence(room: str) -> Event:
+        return Event.json({"online": rooms.subscriber_count(room)}, event="presence")
+
+    async def with_presence(
+        room: str, stream: BroadcastStream[Event]
+    ) -> AsyncIterator[Event]:
+        """The room's events; announce arrivals and departures to the room."""
+        try:
+            async with stream:
+                rooms.send(room, presence(room))
+                async for event in stream:
+                    # Items keep the broadcaster's id through this generator.
+                    yield event if event.id else event.with_id(stream.last_id or "")
+        finally:
+            if rooms.subscriber_count(room):
+                rooms.send(room, presence(room))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return PAGE.read_text(encoding="utf-8")
+
+    @app.get("/rooms/{room}/events", response_class=EventSourceResponse)
+    async def events(room: Room, last_id: LastEventId) -> EventSourceResponse:
+        stream = rooms.subscribe(room, last_event_id=last_id)
+        return EventSourceResponse(rooms.response(with_presence(room, stream)))
+
+    @app.post("/rooms/{room}/messages", status_code=201)
+    async def post(
+        room: Room, fields: Annotated[dict[str, str], Depends(form)]
+    ) -> dict[str, str]:
+        user = fields.get("user", "").strip()[:MAX_NAME] or "anonymous"
+        text = fields.get("text", "").strip()
+        if not text:
+            raise HTTPException(400, "empty message")
+        if len(text) > MAX_TEXT:
+            raise HTTPException(400, f"messages have at most {MAX_TEXT} characters")
+        message = {"user": user, "text": text, "time": round(time.time() * 1000)}
+        return {"id": await rooms.publish(room, Event.json(message, event="message"))}
+
+    return app
+
+
+app = make_app()
+
+
+async def main(host: str, port: int) -> None:
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(trio_sse.serve, app, host, port)
+        print(f"trio_sse chat on FastAPI: open {urls[0]}/ (Ctrl+C to stop)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="trio_sse chat on FastAPI")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    try:
+        trio.run(main, args.host, args.port)
+    except BaseException as exc:
+        # Ctrl+C shut the server down gracefully; it surfaces here, maybe
+        # inside an exception group.
+        if not isinstance(exc, BaseExceptionGroup):
+            exc = BaseExceptionGroup("", [exc])
+        if exc.split(KeyboardInterrupt)[1] is not None:
+            raise
+        print("stopped")
