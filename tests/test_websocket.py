@@ -7,10 +7,12 @@ the trio-websocket client for the wire.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -643,3 +645,66 @@ async def test_websocket_source_reconnects_after_a_refused_connection() -> None:
                 await source.__anext__()
     assert source.reconnects == 2
     assert port
+
+
+# -- the chat example over WebSocket ----------------------------------------------
+
+
+@pytest.fixture
+def chat_ws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``examples/chat_ws.py`` (it imports ``_router`` from its folder)."""
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    spec = importlib.util.spec_from_file_location(
+        "example_chat_ws", examples / "chat_ws.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_chat_ws_posts_and_presence(chat_ws: Any, autojump_clock: object) -> None:
+    app = chat_ws.make_app()
+    async with open_websocket_app(app, "/rooms/lobby/ws") as alice:
+        assert json.loads((await alice.receive_event()).data) == {"online": 1}
+        async with open_websocket_app(app, "/rooms/lobby/ws") as bob:
+            assert json.loads((await bob.receive_event()).data) == {"online": 2}
+            assert json.loads((await alice.receive_event()).data) == {"online": 2}
+            bob.send_text("not json")
+            bob.send_text(json.dumps({"user": "bob", "text": "  "}))
+            bob.send_text(json.dumps({"user": "bob", "text": "hi all"}))
+            got = await alice.receive_event()
+        left = await alice.receive_event()
+    assert got.type == "message"
+    assert {k: v for k, v in json.loads(got.data).items() if k != "time"} == {
+        "user": "bob",
+        "text": "hi all",
+    }
+    assert got.last_event_id
+    assert (left.type, json.loads(left.data)) == ("presence", {"online": 1})
+    assert bob.close_code is None  # the malformed messages did not close it
+
+
+async def test_chat_ws_replays_with_last_event_id(
+    chat_ws: Any, autojump_clock: object
+) -> None:
+    app = chat_ws.make_app()
+    async with open_websocket_app(app, "/rooms/r/ws") as ws:
+        await ws.receive_event()
+        ws.send_text(json.dumps({"user": "a", "text": "one"}))
+        one = await ws.receive_event()
+    await app.state["rooms"].publish("r", Event.json({"text": "two"}, event="message"))
+    async with open_websocket_app(
+        app, f"/rooms/r/ws?lastEventId={one.last_event_id}"
+    ) as ws:
+        replayed = await ws.receive_event()
+    assert json.loads(replayed.data) == {"text": "two"}
+
+
+async def test_chat_ws_refuses_a_bad_room(chat_ws: Any) -> None:
+    app = chat_ws.make_app()
+    async with open_websocket_app(app, "/rooms/" + "x" * 41 + "/ws") as ws:
+        pass
+    assert not ws.accepted
+    assert ws.close_code == 1008
