@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import trio
 import trio.testing
@@ -259,6 +260,14 @@ async def _generator(items: list[Event]) -> Any:
     return aiter_items(items)
 
 
+async def _anyio_stream(items: list[Event]) -> Any:
+    send, receive = anyio.create_memory_object_stream[Event](len(items))
+    for item in items:
+        send.send_nowait(item)
+    send.close()
+    return receive
+
+
 async def _broadcast_stream(items: list[Event]) -> Any:
     bc: Broadcaster[str, Event] = Broadcaster()
     stream = bc.subscribe("k")
@@ -269,7 +278,9 @@ async def _broadcast_stream(items: list[Event]) -> Any:
 
 
 @pytest.mark.parametrize(
-    "make", [_memory_channel, _generator, _broadcast_stream], ids=lambda f: f.__name__
+    "make",
+    [_memory_channel, _generator, _anyio_stream, _broadcast_stream],
+    ids=lambda f: f.__name__,
 )
 async def test_sources_stream_through_a_websocket(
     make: Callable[[list[Event]], Any], autojump_clock: object
@@ -708,3 +719,19 @@ async def test_chat_ws_refuses_a_bad_room(chat_ws: Any) -> None:
         pass
     assert not ws.accepted
     assert ws.close_code == 1008
+
+
+async def test_websocket_source_raises_the_blocks_own_error() -> None:
+    with pytest.raises(KeyError):
+        async with open_websocket_source("ws://127.0.0.1:9/feed"):
+            raise KeyError("not wrapped in an exception group")
+
+
+def test_websocket_source_refuses_a_non_websocket_url() -> None:
+    with pytest.raises(WebSocketSourceError, match="not a ws"):
+        trio.run(_open_http_url)
+
+
+async def _open_http_url() -> None:
+    async with open_websocket_source("http://127.0.0.1:9/feed"):
+        pass  # pragma: no cover

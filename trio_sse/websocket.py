@@ -22,6 +22,7 @@ import logging
 import math
 import random
 import ssl
+import sys
 import urllib.parse
 from collections import deque
 from collections.abc import (
@@ -44,6 +45,9 @@ from ._errors import SseError
 from ._parser import EventParser, MessageEvent, ParseError
 from ._shutdown import ShutdownSignal
 from ._websocket import EventLike, WebSocketResponse, close_code
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 try:
     import trio_websocket
@@ -497,25 +501,32 @@ async def open_websocket_source(
         raise ValueError("timeout must be > 0 or None")
     if max_reconnects is not None and max_reconnects < 0:
         raise ValueError("max_reconnects must be >= 0 or None")
-    async with trio.open_nursery() as nursery:
-        source = WebSocketSource(
-            nursery,
-            str(url),
-            headers=headers,
-            last_event_id=last_event_id,
-            retry=retry,
-            max_retry=max_retry,
-            timeout=timeout,
-            retry_statuses=retry_statuses,
-            max_reconnects=max_reconnects,
-            max_event_size=max_event_size,
-            ssl_context=ssl_context,
-            rng=random.Random() if rng is None else rng,
-        )
-        try:
-            yield source
-        finally:
-            await source.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            source = WebSocketSource(
+                nursery,
+                str(url),
+                headers=headers,
+                last_event_id=last_event_id,
+                retry=retry,
+                max_retry=max_retry,
+                timeout=timeout,
+                retry_statuses=retry_statuses,
+                max_reconnects=max_reconnects,
+                max_event_size=max_event_size,
+                ssl_context=ssl_context,
+                rng=random.Random() if rng is None else rng,
+            )
+            try:
+                yield source
+            finally:
+                await source.aclose()
+    except BaseExceptionGroup as group:
+        # The connection tasks never raise: an error is the block's own (or
+        # a cancellation); raise it as it was raised.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 # -- serving -------------------------------------------------------------------
