@@ -37,6 +37,7 @@ from trio_sse._driver import End
 from trio_sse._websocket import CLOSE_CODES, close_code
 from trio_sse.websocket import (
     NetworkError,
+    ReadTimeout,
     StreamRequest,
     WebSocketSourceError,
     open_websocket_source,
@@ -525,6 +526,7 @@ async def test_hypercorn_shutdown_closes_with_1001_and_the_client_reconnects() -
     assert before.data == "before"
     assert event.data == "after"
     assert source.close_code == 1001
+    assert source.retry == pytest.approx(0.01)  # the server's retry: won
     assert source.reconnects == 1
     assert server.resumed == [None, before.last_event_id]
 
@@ -735,3 +737,26 @@ def test_websocket_source_refuses_a_non_websocket_url() -> None:
 async def _open_http_url() -> None:
     async with open_websocket_source("http://127.0.0.1:9/feed"):
         pass  # pragma: no cover
+
+
+async def test_websocket_source_read_timeout_reconnects() -> None:
+    server = WsServer(SseConfig(keep_alive=None))
+
+    async def publish_on_second_connection() -> None:
+        await server.joined.receive()
+        await server.joined.receive()
+        await server.bc.publish("feed", Event("back"))
+
+    with trio.fail_after(10):
+        async with (
+            serve_app(server) as url,
+            open_websocket_source(ws_url(url), timeout=0.2, retry=0.01) as source,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(publish_on_second_connection)
+            event = await source.__anext__()
+    # Silent (no keep-alive): dropped after 0.2 s and reconnected.
+    assert event.data == "back"
+    assert source.reconnects == 1
+    assert isinstance(source.last_error, ReadTimeout)
+    assert server.resumed == [None, None]

@@ -23,15 +23,12 @@ import trio
 from ._asgi import Receive, Scope, Send, shutdown_of
 from ._config import SseConfig
 from ._driver import End, MessageHandler, StreamDriver, Transport, is_direct
-from ._event import Event
+from ._response import EventLike
 from ._shutdown import ShutdownSignal
 
 __all__ = ["CLOSE_CODES", "WebSocketResponse", "close_code"]
 
 logger = logging.getLogger("trio_sse")
-
-#: What a stream may yield.
-EventLike = Event | str | bytes
 
 #: The close code sent for each way a stream can end (RFC 6455, 7.4.1).
 #: A client that went away gets none.

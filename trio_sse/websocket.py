@@ -43,8 +43,9 @@ from ._config import SseConfig
 from ._driver import End
 from ._errors import SseError
 from ._parser import EventParser, MessageEvent, ParseError
+from ._response import EventLike
 from ._shutdown import ShutdownSignal
-from ._websocket import EventLike, WebSocketResponse, close_code
+from ._websocket import WebSocketResponse, close_code
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
