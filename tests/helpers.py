@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import random
 import shutil
@@ -545,3 +546,152 @@ const post = async (text) => {
 })().catch((error) => { window.verdict = { error: String(error) }; });
 </script></body></html>
 """
+# -- an in-memory ASGI WebSocket client ----------------------------------------
+
+
+class WebSocketSession:
+    """The client side of one in-memory ASGI ``websocket`` connection.
+
+    The app's ``send()`` completes only when the test reads the message (as
+    if the client's socket had no buffer), so a test that stops reading
+    looks like a client that stopped reading. After :meth:`disconnect`, the
+    app's sends are recorded and return at once.
+    """
+
+    def __init__(self, messages: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        self._messages = messages
+        self._to_app_send, self._to_app = trio.open_memory_channel[dict[str, Any]](
+            math.inf
+        )
+        self._parser = trio_sse.EventParser(on_comment=self._comment)
+        #: Whether the app accepted the connection.
+        self.accepted = False
+        #: The text of every ``websocket.send`` received, in order.
+        self.texts: list[str] = []
+        #: Every event dispatched so far.
+        self.events: list[trio_sse.MessageEvent] = []
+        #: Comment lines received (keep-alives are ``""``).
+        self.comments: list[str] = []
+        #: The close message's code, once the app closed.
+        self.close_code: int | None = None
+        self.disconnected = False
+        #: Set when the app returned.
+        self.app_done = trio.Event()
+        self._next_event = 0
+
+    def _comment(self, text: str) -> None:
+        self.comments.append(text)
+
+    def record(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self.accepted = True
+        elif kind == "websocket.send":
+            text = message.get("text")
+            assert isinstance(text, str), message
+            self.texts.append(text)
+            self.events.extend(self._parser.feed(text.encode()))
+        elif kind == "websocket.close":
+            self.close_code = int(message.get("code", 1000))
+        else:
+            raise AssertionError(f"unexpected ASGI message {message!r}")
+
+    async def app_receive(self) -> dict[str, Any]:
+        return await self._to_app.receive()
+
+    def send_text(self, text: str) -> None:
+        """Send a text message to the app."""
+        self._to_app_send.send_nowait({"type": "websocket.receive", "text": text})
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send a binary message to the app."""
+        self._to_app_send.send_nowait({"type": "websocket.receive", "bytes": data})
+
+    def disconnect(self, code: int = 1000) -> None:
+        """The client leaves: the app receives ``websocket.disconnect``."""
+        if not self.disconnected:
+            self.disconnected = True
+            self._to_app_send.send_nowait(
+                {"type": "websocket.disconnect", "code": code}
+            )
+
+    async def receive_text(self) -> str:
+        """The next text message; :exc:`trio.EndOfChannel` once the app closed."""
+        while True:
+            message = await self._messages.receive()
+            self.record(message)
+            if message["type"] == "websocket.send":
+                return self.texts[-1]
+            if message["type"] == "websocket.close":
+                raise trio.EndOfChannel
+
+    async def receive_event(self) -> trio_sse.MessageEvent:
+        """The next event not returned yet (messages are read as needed)."""
+        while len(self.events) <= self._next_event:
+            await self.receive_text()
+        self._next_event += 1
+        return self.events[self._next_event - 1]
+
+    async def read_to_close(self) -> None:
+        """Read every message until the app closes or returns."""
+        async for message in self._messages:
+            self.record(message)
+
+
+@asynccontextmanager
+async def open_websocket_app(
+    app: Any,
+    path: str = "/",
+    *,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    shutdown: Any = None,
+) -> AsyncIterator[WebSocketSession]:
+    """Run *app* on an in-memory ``websocket`` scope; yield once it answered.
+
+    Leaving the block disconnects the client and waits for the app to
+    return, reading what it still sends.
+    """
+    raw, _, query = path.partition("?")
+    scope: dict[str, Any] = {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": raw,
+        "raw_path": raw.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+    }
+    if shutdown is not None:
+        scope["trio_sse.shutdown"] = shutdown
+    to_client, messages = trio.open_memory_channel[dict[str, Any]](0)
+    session = WebSocketSession(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        if session.disconnected:
+            session.record(message)
+            await trio.lowlevel.checkpoint()
+        else:
+            await to_client.send(message)
+
+    async def run() -> None:
+        try:
+            with to_client:
+                await app(scope, session.app_receive, send)
+        finally:
+            session.app_done.set()
+
+    async with trio.open_nursery() as nursery:
+        session._to_app_send.send_nowait({"type": "websocket.connect"})
+        nursery.start_soon(run)
+        first = await messages.receive()
+        session.record(first)
+        try:
+            yield session
+        finally:
+            session.disconnect()
+            await session.read_to_close()

@@ -2,12 +2,12 @@
 
 Events are built and validated once and encoded once (sans-IO); a keyed
 :class:`Broadcaster` fans them out to subscribers that each own a bounded trio
-memory channel; :class:`SseResponse` streams them over ASGI with a nursery
-that owns the stream's lifetime; :func:`serve` runs Hypercorn's trio worker
-inside your own nursery.
+memory channel; :class:`SseResponse` (and :class:`WebSocketResponse`)
+streams them over ASGI with a nursery that owns the stream's lifetime;
+:func:`serve` runs Hypercorn's trio worker inside your own nursery.
 
 Edges live in their own modules: :mod:`trio_sse.testing`,
-:mod:`trio_sse.client` and :mod:`trio_sse.redis`.
+:mod:`trio_sse.client`, :mod:`trio_sse.websocket` and :mod:`trio_sse.redis`.
 """
 
 from ._asgi import last_event_id as last_event_id
@@ -43,5 +43,6 @@ from ._serve import serve as serve
 from ._shutdown import ShutdownSignal as ShutdownSignal
 from ._streams import chain as chain
 from ._streams import replay as replay
+from ._websocket import WebSocketResponse as WebSocketResponse
 
 __version__ = "0.1.0"

@@ -34,6 +34,7 @@ from ._errors import ConfigError, Lagged, SseError, UnwritableItem
 from ._event import Event
 from ._response import SseResponse, sse_channel
 from ._streams import as_event, cast, mapped
+from ._websocket import WebSocketResponse
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -799,6 +800,22 @@ class Broadcaster(Generic[K, T]):
         with ``Last-Event-ID``. The response closes ``stream`` when it ends.
         """
         return SseResponse(cast_events(stream, as_event), config=self.config)
+
+    def websocket(
+        self,
+        stream: AsyncIterable[Any],
+        *,
+        on_message: Callable[[str], Awaitable[None]] | None = None,
+    ) -> WebSocketResponse:
+        """Return a ``WebSocketResponse`` streaming ``stream`` with :attr:`config`.
+
+        The items are those :meth:`response` takes, cast the same way; the
+        client's text messages go to ``on_message``. A lag ends the stream
+        (close code 1000), so the client reconnects with ``lastEventId``.
+        """
+        return WebSocketResponse(
+            cast_events(stream, as_event), config=self.config, on_message=on_message
+        )
 
     def channel(self, fn: Callable[[Sender], Awaitable[None]]) -> SseResponse:
         """Return ``sse_channel(fn)`` with :attr:`config`: ``fn(tx)`` sends events."""
