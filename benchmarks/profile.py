@@ -98,7 +98,19 @@ def split(frame: str) -> tuple[str, str]:
     return fn.rsplit(".", 1)[-1], loc.rstrip(")").rsplit(":", 1)[0]
 
 
+GC_FRAMES = ("gc_collect_main", "collect_generations", "gc_collect_with_callback")
+
+
+def python_frames(frames: list[str]) -> list[str]:
+    """The stack without ``--native``'s C frames (kept when all are C)."""
+    py = [f for f in frames if ".py:" in f or "<attrs " in f]
+    return py or frames
+
+
 def cost(frames: list[str]) -> str:
+    if any(g in f for f in frames for g in GC_FRAMES):
+        return "CPython garbage collector (gc, from --native stacks)"
+    frames = python_frames(frames)
     fn, path = split(frames[-1])
     in_send = any(split(f)[0] in SEND_PATH for f in frames)
     for name, needles in COSTS:
@@ -128,6 +140,7 @@ def summarise(path: Path, top: int, cpu_s: float | None, delivered: int) -> str:
         frames = stack.split(";")
         total += count
         by_cost[cost(frames)] += count
+        frames = python_frames(frames)
         fn, loc = split(frames[-1])
         self_by_fn[f"{frames[-1].split(' (', 1)[0]} [{loc}]"] += count
         seen = set()
@@ -180,6 +193,11 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--nice", type=int, help="as run.py --nice")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="py-spy --native: C frames too, which shows the garbage collector",
+    )
     parser.add_argument("--name", default="fanout-1k")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
@@ -223,7 +241,10 @@ def profile(opts: argparse.Namespace, out: Path, meta: Path) -> None:
     log = run.RESULTS / "profile-server.log"
     pyspy = run.ENV / "bin" / "py-spy"
     buffer = max(1024, opts.events)
-    with run.running_server(peer, buffer, 15.0, log) as (srv, port):
+    with (
+        run.running_server(peer, buffer, 15.0, log) as (srv, port),
+        (run.RESULTS / "profile-py-spy.log").open("ab") as spy_log,
+    ):
         cmd = [
             *run.pinned(run.CLIENT_CPU),
             str(run.LOADGEN),
@@ -243,6 +264,7 @@ def profile(opts: argparse.Namespace, out: Path, meta: Path) -> None:
         client = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, text=True, start_new_session=True
         )
+        run.prioritise(client.pid)
         spy = None
         result = ""
         cpu0 = cpu1 = 0.0
@@ -268,10 +290,11 @@ def profile(opts: argparse.Namespace, out: Path, meta: Path) -> None:
                             str(out),
                             "--duration",
                             str(opts.duration),
-                            "--nonblocking",
+                            # --native must pause the process to unwind it.
+                            *(["--native"] if opts.native else ["--nonblocking"]),
                         ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
+                        stdout=spy_log,
+                        stderr=spy_log,
                         start_new_session=True,
                     )
                 elif line.strip():
