@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
+import linecache
 import os
 import subprocess
 import sys
@@ -54,17 +56,20 @@ CANCEL_FUNCS = {
     "_cancel_status",
 }
 
-# (cost, test on the innermost frame's function and file), first match wins.
+# (cost, test on the innermost frame's function and file), first match wins;
+# "syscall", "await" and "cancel" are tests on the frame's source line or name.
 COSTS = (
-    (
-        "socket send (trio SocketStream.send_all, socket.send)",
-        ("trio/_highlevel_socket.py", "trio/_socket.py"),
-    ),
+    ("send() system call (kernel: loopback TCP)", ("syscall",)),
+    ("await sites: calling, suspending, resuming coroutines", ("await",)),
     (
         "Hypercorn's send lock (trio.Lock)",
         ("trio/_sync.py", "trio/_core/_parking_lot.py"),
     ),
     ("cancel scopes and checkpoints (trio)", ("cancel",)),
+    (
+        "trio socket wrappers (send_all, _try_sync, memoryview)",
+        ("trio/_highlevel_socket.py", "trio/_socket.py"),
+    ),
     ("h11 framing", ("h11/",)),
     ("Hypercorn send path (app_send, stream_send, protocol_send)", ("send",)),
     ("Hypercorn, other (reads, timers, task groups)", ("hypercorn/",)),
@@ -76,6 +81,7 @@ COSTS = (
             "trio/_core/_ki.py",
             "trio/_core/_instrumentation.py",
             "trio/_core/_local.py",
+            "trio/_core/_generated_run.py",
             "trio/_core/_wakeup_socketpair.py",
             "outcome/",
         ),
@@ -84,7 +90,7 @@ COSTS = (
     ("trio memory channels", ("trio/_channel.py",)),
     (
         "trio_sse broadcaster (send fan-out, stream receive)",
-        ("trio_sse/_broadcast.py",),
+        ("trio_sse/_broadcast.py", "trio_sse/_backend.py"),
     ),
     ("trio_sse response (driver, drain, encode)", ("trio_sse/",)),
     ("benchmark publisher", ("trio_sse_app.py", "_common.py")),
@@ -96,6 +102,22 @@ def split(frame: str) -> tuple[str, str]:
     """py-spy's ``func (path:line)`` as (func, path)."""
     fn, _, loc = frame.partition(" (")
     return fn.rsplit(".", 1)[-1], loc.rstrip(")").rsplit(":", 1)[0]
+
+
+@functools.cache
+def source_line(frame: str) -> str:
+    """The source text of a py-spy frame, looked up where the server's code is."""
+    loc = frame.partition(" (")[2].rstrip(")")
+    path, _, line = loc.rpartition(":")
+    if not line.isdigit():
+        return ""
+    roots = [run.REPO, run.HERE, run.HERE / "peers"]
+    roots += sorted(run.ENV.glob("lib/python3*/site-packages"))
+    roots += [Path(p) for p in sys.path if p.endswith("lib/python3.11")]
+    for root in roots:
+        if (root / path).is_file():
+            return linecache.getline(str(root / path), int(line)).strip()
+    return ""
 
 
 GC_FRAMES = ("gc_collect_main", "collect_generations", "gc_collect_with_callback")
@@ -112,10 +134,17 @@ def cost(frames: list[str]) -> str:
         return "CPython garbage collector (gc, from --native stacks)"
     frames = python_frames(frames)
     fn, path = split(frames[-1])
+    text = source_line(frames[-1])
     in_send = any(split(f)[0] in SEND_PATH for f in frames)
     for name, needles in COSTS:
         for needle in needles:
-            if needle == "cancel":
+            if needle == "syscall":
+                if fn == "_nonblocking_helper" and text.startswith("return fn("):
+                    return name
+            elif needle == "await":
+                if text.startswith(("async with", "async for")) or "await " in text:
+                    return name
+            elif needle == "cancel":
                 if path.endswith("trio/_core/_run.py") and fn in CANCEL_FUNCS:
                     return name
             elif needle == "send":
@@ -141,8 +170,7 @@ def summarise(path: Path, top: int, cpu_s: float | None, delivered: int) -> str:
         total += count
         by_cost[cost(frames)] += count
         frames = python_frames(frames)
-        fn, loc = split(frames[-1])
-        self_by_fn[f"{frames[-1].split(' (', 1)[0]} [{loc}]"] += count
+        self_by_fn[frames[-1]] += count
         seen = set()
         for frame in frames:
             fn, loc = split(frame)
@@ -166,12 +194,15 @@ def summarise(path: Path, top: int, cpu_s: float | None, delivered: int) -> str:
     for name, n in by_cost.most_common():
         per = "–" if us is None else f"{us * n / total:.2f}"
         out.append(f"| {name} | {100 * n / total:.1f} % | {per} |")
-    out.append("\ninclusive (function anywhere on the stack):")
+    out.append(
+        "\ninclusive (function on the stack; partial: py-spy does not always "
+        "see the outer frames of a resumed coroutine):"
+    )
     for fn, n in incl.most_common(top + 15):
         out.append(f"  {100 * n / total:5.1f} %  {fn}")
-    out.append("\nhottest functions (self):")
-    for fn, n in self_by_fn.most_common(top):
-        out.append(f"  {100 * n / total:5.1f} %  {fn}")
+    out.append("\nhottest lines (innermost frame):")
+    for frame, n in self_by_fn.most_common(top):
+        out.append(f"  {100 * n / total:5.1f} %  {frame}  {source_line(frame)[:60]}")
     return "\n".join(out) + "\n"
 
 

@@ -962,9 +962,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         ax.grid(axis="y", which="both", alpha=0.3)
     if idle:
         colors = {h.get_label(): h.get_facecolor() for h in handles}
-        colors |= {
-            p: f"C{len(colors) + k}" for k, p in enumerate(idle) if p not in colors
-        }
+        missing = [p for p in idle if p not in colors]
+        colors |= {p: f"C{len(peers) + k}" for k, p in enumerate(missing)}
+        handles += [Patch(facecolor=colors[p], label=p) for p in missing]
         targets = sorted(
             {t for st in idle.values() for t in st if t != "runs"}, key=int
         )
