@@ -224,6 +224,7 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--nice", type=int, help="as run.py --nice")
+    parser.add_argument("--gc-threshold", metavar="G0,G1,G2", help="as run.py's")
     parser.add_argument(
         "--native",
         action="store_true",
@@ -239,6 +240,8 @@ def main() -> None:
     run.ensure_env(False)
     if opts.nice is not None:
         os.environ["SSE_BENCH_NICE"] = str(opts.nice)
+    if opts.gc_threshold:
+        os.environ["SSE_BENCH_GC_THRESHOLD"] = opts.gc_threshold
     run.build_loadgen()
     run.RESULTS.mkdir(exist_ok=True)
     out = run.RESULTS / f"profile-{opts.name}.txt"
@@ -353,6 +356,7 @@ def profile(opts: argparse.Namespace, out: Path, meta: Path) -> None:
                 "server_cpu_s": round(cpu1 - cpu0, 3) if cpu1 else None,
                 "query": sc.query(),
                 "variant": opts.variant,
+                "gc_threshold": opts.gc_threshold,
                 "trio_sse_from": str(peer.tree),
             },
             indent=1,
