@@ -319,10 +319,10 @@ def make_scenarios(quick: bool) -> dict[str, Scenario]:
             "stream",
             STREAM_PEERS,
             conns=1000,
-            events=5 if quick else 10,
+            events=5 if quick else 20,
             size=64,
             rate=1.0,
-            timeout=(5 if quick else 10) + 5.0,
+            timeout=(5 if quick else 20) + 5.0,
             about="1,000 connections, 1 event/s of 64 B: the latency of a lone "
             "event on an idle server",
         ),
@@ -873,7 +873,11 @@ def trio_sse_origin(peer: Peer) -> str:
     env = dict(os.environ, PYTHONPATH=peer.pythonpath())
     code = "import trio_sse; print(trio_sse.__file__)"
     out = subprocess.run(
-        [str(env_python()), "-c", code], capture_output=True, text=True, env=env
+        [str(env_python()), "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=HERE / "peers",  # as the servers run: not the checkout's root
     )
     return out.stdout.strip() or out.stderr.strip()[-200:]
 
