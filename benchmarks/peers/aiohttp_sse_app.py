@@ -43,9 +43,10 @@ def make_app(buffer: int, keep_alive: float) -> web.Application:
             if item is None:
                 return
             seq, data = item
+            message = (data, str(seq))
             for queue in list(subscribers):
                 try:
-                    queue.put_nowait((data, str(seq)))
+                    queue.put_nowait(message)
                 except asyncio.QueueFull:
                     dropped += 1
 
