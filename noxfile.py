@@ -41,5 +41,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the peers (not part of CI): prints a table, writes a plot."""
+    """Benchmarks against the peers, real publishers (not CI): ratios, table, plot.
+
+    ``nox -s bench -- --quick`` for the short run; other arguments go to
+    ``benchmarks/run.py`` (``--variants response,cast``, ``--trio-sse-tree DIR``).
+    """
     session.run("python", "benchmarks/run.py", *session.posargs, external=True)

@@ -3,15 +3,24 @@
 
 One command builds, runs and reports::
 
-    python benchmarks/run.py            # full run: every figure the median of 3
-    python benchmarks/run.py --quick    # 1 run, shorter scenarios
+    python benchmarks/run.py            # every headline scenario, one run
+    python benchmarks/run.py --quick    # the same scenarios, shorter
+    python benchmarks/run.py --runs 3   # every figure the median of 3 runs
+
+Every publisher passes its event loop's checkpoint before each event (when
+paced, a sleep until that event's own scheduled time), as a publisher fed by
+a socket, Redis or request handlers does; ``peers/_common.py`` has the rules.
+The old burst, a publisher that never yields, is kept only as the
+``*-nocheckpoint`` scenarios, run when named with ``--scenarios``.
 
 It creates (or reuses) the virtualenv ``benchmarks/.env`` with the peers,
-matplotlib and trio_sse installed from this checkout (``pip install -e``),
-builds the C load client ``loadgen.c`` with ``gcc -O2`` into
-``benchmarks/.build/``, then for every scenario and peer starts a fresh
-server pinned to one CPU (``taskset -c 0``) and the load client pinned to the
-other (``taskset -c 1``). It prints a table, writes
+trio_sse's dependencies, matplotlib and py-spy, builds the C load client
+``loadgen.c`` with ``gcc -O2`` into ``benchmarks/.build/``, then for every
+scenario and peer starts a fresh server pinned to one CPU (``taskset -c 0``)
+and the load client pinned to the other (``taskset -c 1``). trio_sse is
+imported from this checkout (not from an installed copy), or from the
+checkouts given with ``--trio-sse-tree``, so that two revisions compare in one
+run. It prints a table and the ratios to sse-starlette on uvicorn, writes
 ``benchmarks/results/<timestamp>.json`` (and ``latest.json``), the plot
 ``docs/_static/performance.png``, and refreshes the results block of
 ``docs/performance.md``.
@@ -52,6 +61,7 @@ LOADGEN = BUILD / "loadgen"
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 TRIO_SSE = "trio_sse"
+BASELINE = "sse-starlette/uvicorn"  # every ratio is to this peer, in the same run
 
 
 # -- environment ---------------------------------------------------------------
@@ -64,16 +74,14 @@ def env_python() -> Path:
 def ensure_env(reinstall: bool) -> None:
     """Create or update benchmarks/.env, then re-run this script inside it."""
     stamp = ENV / ".installed"
-    digest = hashlib.sha256(
-        REQUIREMENTS.read_bytes() + (REPO / "pyproject.toml").read_bytes()
-    ).hexdigest()
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
     if not env_python().exists():
         print(f"creating {ENV.relative_to(REPO)}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
     if reinstall or not stamp.exists() or stamp.read_text() != digest:
         pip = [str(env_python()), "-m", "pip", "install", "-q"]
+        # trio_sse itself is not installed: servers import it from a checkout.
         subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True)
-        subprocess.run([*pip, "-e", str(REPO)], check=True)
         stamp.write_text(digest)
     if Path(sys.prefix).resolve() != ENV.resolve():
         script = os.path.abspath(sys.argv[0])
@@ -87,6 +95,25 @@ def build_loadgen() -> None:
     BUILD.mkdir(exist_ok=True)
     cmd = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(LOADGEN), str(source)]
     subprocess.run(cmd, check=True)
+
+
+def pinned(cpu: str) -> list[str]:
+    """Run on one CPU, at the priority ``--nice`` asked for (SSE_BENCH_NICE)."""
+    nice = os.environ.get("SSE_BENCH_NICE")
+    return ["taskset", "-c", cpu, *(["nice", "-n", nice] if nice else [])]
+
+
+def prioritise(pid: int) -> None:
+    """Apply ``--nice`` to the session a process leads, too.
+
+    With Linux's autogroup scheduling, a niceness only ranks the tasks of one
+    session: the CPU is first shared between sessions, so the servers and the
+    load client (each leading its own session) get their group's niceness set.
+    """
+    nice = os.environ.get("SSE_BENCH_NICE")
+    if nice:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/autogroup").write_text(nice)
 
 
 def raise_nofile() -> None:
@@ -104,25 +131,50 @@ class Peer:
     argv: tuple[str, ...]
     note: str
     ceiling: bool = False  # a reference point, not an SSE library
+    tree: Path | None = None  # the checkout trio_sse is imported from
 
     def command(self, port: int, buffer: int, keep_alive: float) -> list[str]:
         extra = ["--port", str(port), "--keep-alive", str(keep_alive)]
         if not self.argv[0].endswith("node"):
             extra += ["--buffer", str(buffer)]
-        return ["taskset", "-c", SERVER_CPU, *self.argv, *extra]
+        return [*pinned(SERVER_CPU), *self.argv, *extra]
+
+    def pythonpath(self) -> str:
+        """The peers' directory, then the trio_sse checkout, then PYTHONPATH."""
+        path = [str(HERE / "peers"), str(self.tree or REPO)]
+        path += filter(None, [os.environ.get("PYTHONPATH")])
+        return os.pathsep.join(path)
 
 
-def make_peers() -> dict[str, Peer]:
+def trio_sse_peers(variants: list[str], trees: list[Path]) -> list[Peer]:
+    """trio_sse in each response variant, from this checkout and from ``trees``."""
+    py = str(env_python())
+    notes = {
+        "response": "Broadcaster + bc.response(stream), trio_sse.serve",
+        "cast": "Broadcaster + bc.response(stream.cast_events(Event)), trio_sse.serve",
+    }
+    out = []
+    for tree in [REPO, *trees]:
+        label = "" if tree == REPO else f"@{revision(tree)}"
+        for variant in variants:
+            if variant not in notes:
+                raise SystemExit(f"unknown variant {variant!r}: {', '.join(notes)}")
+            name = TRIO_SSE + ("" if variant == "response" else f"/{variant}") + label
+            argv = (py, str(HERE / "trio_sse_app.py"), "--variant", variant)
+            note = f"{notes[variant]} (Hypercorn trio worker), from {tree.name}"
+            out.append(Peer(name, argv, note, tree=tree))
+    return out
+
+
+def make_peers(
+    variants: list[str] | None = None, trees: list[Path] | None = None
+) -> dict[str, Peer]:
     py = str(env_python())
     peers = HERE / "peers"
     starlette = str(peers / "sse_starlette_app.py")
     node = shutil.which("node")
     all_peers = [
-        Peer(
-            TRIO_SSE,
-            (py, str(HERE / "trio_sse_app.py")),
-            "Broadcaster + bc.response, trio_sse.serve (Hypercorn trio worker)",
-        ),
+        *trio_sse_peers(variants or ["response"], trees or []),
         Peer(
             "sse-starlette/uvicorn",
             (py, starlette, "--server", "uvicorn"),
@@ -175,16 +227,25 @@ class Scenario:
     events: int = 0
     size: int = 64
     rate: float = 0.0
+    publishers: int = 1
+    checkpoint: bool = True  # False: the old burst, publisher never yields
     timeout: float = 30.0
     stages: str = ""
     buffer: int = 1024
     keep_alive: float = 15.0
+    headline: bool = True  # run by default
     about: str = ""
     params: dict[str, Any] = field(default_factory=dict)
 
+    def query(self) -> str:
+        q = f"/publish?n={self.events}&size={self.size}&rate={self.rate:g}"
+        q += f"&publishers={self.publishers}"
+        return q + ("" if self.checkpoint else "&checkpoint=0")
 
-ALL_STREAM = (
-    TRIO_SSE,
+
+TRIO_PEERS = "trio_sse*"  # every trio_sse peer of the run (variants, trees)
+STREAM_PEERS = (
+    TRIO_PEERS,
     "sse-starlette/uvicorn",
     "sse-starlette/hypercorn-trio",
     "aiohttp-sse",
@@ -192,53 +253,86 @@ ALL_STREAM = (
     "raw-trio",
     "node-http",
 )
-LIBS = (TRIO_SSE, "sse-starlette/uvicorn", "sse-starlette/hypercorn-trio")
+IDLE_PEERS = (
+    TRIO_PEERS,
+    "sse-starlette/uvicorn",
+    "sse-starlette/hypercorn-trio",
+    "aiohttp-sse",
+    "hypercorn-bare",
+)
+# Too slow to finish any stream scenario in time; its idle memory still counts.
+QUICK_SKIP = ("sse-starlette/hypercorn-trio",)
 
 
 def make_scenarios(quick: bool) -> dict[str, Scenario]:
-    cap = 10.0
+    cap = 10.0 if quick else 20.0
     scenarios = [
         Scenario(
             "fanout-1k",
             "stream",
-            ALL_STREAM,
+            STREAM_PEERS,
             conns=1000,
             events=1000,
             size=64,
             timeout=cap,
-            buffer=1024,
-            about="1,000 connections, 1,000 events of 64 B published at once",
+            about="1,000 connections, 1,000 events of 64 B as fast as the "
+            "publisher goes, a checkpoint before each",
         ),
         Scenario(
             "paced",
             "stream",
-            ALL_STREAM,
+            STREAM_PEERS,
             conns=1000,
             events=500,
             size=256,
             rate=100.0,
-            timeout=cap,
-            buffer=1024,
-            about="1,000 connections, 100 events/s for 5 s, 256 B",
+            timeout=cap if quick else 30.0,
+            about="1,000 connections, 100 events/s for 5 s, 256 B, the publisher "
+            "sleeping until each event's scheduled time",
         ),
         Scenario(
             "burst-100",
             "stream",
-            (*LIBS, "node-http"),
+            STREAM_PEERS,
             conns=100,
             events=20000,
             size=64,
             timeout=cap,
             buffer=20000,
-            about="100 connections, 20,000 events of 64 B published at once",
+            about="100 connections, 20,000 events of 64 B as fast as the "
+            "publisher goes, a checkpoint before each",
+        ),
+        Scenario(
+            "many-publishers",
+            "stream",
+            STREAM_PEERS,
+            conns=1000,
+            events=1000,
+            size=64,
+            publishers=100,
+            timeout=cap,
+            about="1,000 connections, 1,000 events of 64 B from 100 publisher "
+            "tasks taking turns, each passing a checkpoint before each event",
+        ),
+        Scenario(
+            "idle-latency",
+            "stream",
+            STREAM_PEERS,
+            conns=1000,
+            events=5 if quick else 20,
+            size=64,
+            rate=1.0,
+            timeout=(5 if quick else 20) + 5.0,
+            about="1,000 connections, 1 event/s of 64 B: the latency of a lone "
+            "event on an idle server",
         ),
         Scenario(
             "idle",
             "idle",
-            (*LIBS, "hypercorn-bare"),
+            IDLE_PEERS,
             stages="5000:20,10000:20" if not quick else "5000:20",
             about="idle connections held 20 s (keep-alive every 15 s): "
-            "5,000 then 10,000",
+            + ("5,000" if quick else "5,000 then 10,000"),
         ),
         Scenario(
             "send-cost",
@@ -247,8 +341,48 @@ def make_scenarios(quick: bool) -> dict[str, Scenario]:
             params={"subscribers": 1000, "events": 100, "rounds": 9},
             about="in-process send() per subscriber, 1,000 subscribers, no HTTP",
         ),
+        Scenario(
+            "fanout-1k-nocheckpoint",
+            "stream",
+            STREAM_PEERS,
+            conns=1000,
+            events=1000,
+            size=64,
+            checkpoint=False,
+            timeout=cap,
+            headline=False,
+            about="old burst: fanout-1k with a publisher that never yields "
+            "between events (no real publisher does this)",
+        ),
+        Scenario(
+            "burst-100-nocheckpoint",
+            "stream",
+            STREAM_PEERS,
+            conns=100,
+            events=20000,
+            size=64,
+            checkpoint=False,
+            timeout=cap,
+            buffer=20000,
+            headline=False,
+            about="old burst: burst-100 with a publisher that never yields "
+            "between events (no real publisher does this)",
+        ),
     ]
     return {s.name: s for s in scenarios}
+
+
+def scenario_peers(sc: Scenario, peers: dict[str, Peer], quick: bool) -> list[str]:
+    """The peers of ``peers`` that run ``sc``, trio_sse's first."""
+    out: list[str] = []
+    for want in sc.peers:
+        if want == TRIO_PEERS:
+            out += [p for p in peers if p.startswith(TRIO_SSE)]
+        elif want in peers and not (
+            quick and sc.kind == "stream" and want in QUICK_SKIP
+        ):
+            out.append(want)
+    return out
 
 
 # -- processes -----------------------------------------------------------------
@@ -292,10 +426,7 @@ def running_server(
     peer: Peer, buffer: int, keep_alive: float, log: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    # An outer PYTHONPATH comes after the peers' directory: it lets a trial
-    # copy of a package be measured without installing it.
-    path = [str(HERE / "peers"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=peer.pythonpath(), PYTHONUNBUFFERED="1")
     with log.open("ab") as err:
         proc = subprocess.Popen(
             peer.command(port, buffer, keep_alive),
@@ -305,6 +436,7 @@ def running_server(
             env=env,
             start_new_session=True,
         )
+        prioritise(proc.pid)
         try:
             wait_port(port, proc, 30)
             time.sleep(0.3)
@@ -327,13 +459,14 @@ def proc_rss_kib(pid: int) -> int:
 
 def run_loadgen(args: list[str], server: subprocess.Popen[bytes], wall_cap: float):
     """Run the load client; sample the server at its '#' markers."""
-    cmd = ["taskset", "-c", CLIENT_CPU, str(LOADGEN), *args]
+    cmd = [*pinned(CLIENT_CPU), str(LOADGEN), *args]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+    prioritise(proc.pid)
     records: list[dict[str, Any]] = []
     marks: list[tuple[str, float, float, int]] = []
     try:
@@ -361,7 +494,7 @@ def run_loadgen(args: list[str], server: subprocess.Popen[bytes], wall_cap: floa
 
 def measure_stream(sc: Scenario, peer: Peer, log: Path) -> dict[str, Any]:
     with running_server(peer, sc.buffer, sc.keep_alive, log) as (server, port):
-        query = f"/publish?n={sc.events}&size={sc.size}&rate={sc.rate:g}"
+        query = sc.query()
         args = [
             "--port",
             str(port),
@@ -413,9 +546,7 @@ def measure_idle(sc: Scenario, peer: Peer, log: Path) -> dict[str, Any]:
 def measure_inproc(sc: Scenario) -> dict[str, Any]:
     p = sc.params
     cmd = [
-        "taskset",
-        "-c",
-        SERVER_CPU,
+        *pinned(SERVER_CPU),
         str(env_python()),
         str(HERE / "send_cost.py"),
         "--subscribers",
@@ -425,8 +556,18 @@ def measure_inproc(sc: Scenario) -> dict[str, Any]:
         "--rounds",
         str(p["rounds"]),
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
-    return json.loads(out.stdout)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(HERE / "peers")]))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    prioritise(proc.pid)
+    try:
+        stdout, _ = proc.communicate(timeout=300)
+    finally:
+        stop(proc)
+    if proc.returncode:
+        raise RuntimeError(f"send_cost.py exited with {proc.returncode}")
+    return json.loads(stdout)
 
 
 def run_one(sc: Scenario, peer: Peer, log: Path) -> tuple[dict[str, Any], str, float]:
@@ -435,11 +576,17 @@ def run_one(sc: Scenario, peer: Peer, log: Path) -> tuple[dict[str, Any], str, f
     try:
         if sc.kind == "stream":
             rec = measure_stream(sc, peer, log)
-            p99 = (rec["latency_ms"] or {}).get("p99", 0)
+            lat = rec["latency_ms"] or {}
+            late = rec["lateness_ms"] or {}
+            p99 = (
+                f"p99 lateness {late.get('p99', 0):,.0f}"
+                if sc.rate
+                else (f"p99 {lat.get('p99', 0):,.0f}")
+            )
             line = (
                 f"{rec['events_per_s']:>10,.0f} ev/s  "
                 f"delivered {rec['delivered_pct']:5.1f} %  "
-                f"p99 {p99:,.0f} ms"
+                f"p50 {lat.get('p50', 0):,.1f} ms  {p99} ms"
                 f"  client CPU {rec['client_cpu_pct']:.0f} %"
                 f"  server CPU {rec.get('server_cpu_pct', 0):.0f} %"
             )
@@ -530,26 +677,32 @@ def ratio(a: float | None, b: float | None, lower_is_better: bool = False) -> st
     return f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
 
 
+def is_trio_sse(peer: str) -> bool:
+    return peer.startswith(TRIO_SSE)
+
+
 def tables(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
     lines: list[str] = []
+    vs = f"÷ {BASELINE}"
     for name, sc in scenarios.items():
         if name not in summary:
             continue
         data = summary[name]
         lines.append(f"\n### {name}: {sc.about}\n")
         if sc.kind == "stream":
-            base = data.get(TRIO_SSE, {}).get("events_per_s")
+            base = data.get(BASELINE, {}).get("events_per_s")
             late = "p99 lateness ms" if sc.rate else "p99 latency ms"
             lines.append(
-                f"| server | events/s | trio_sse ÷ server | delivered | "
-                f"p50 latency ms | {late} | server CPU | client CPU |"
+                f"| server | events/s | {vs} | events/s per connection | "
+                f"delivered | p50 latency ms | {late} | server CPU | client CPU |"
             )
-            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for peer, s in data.items():
                 p99 = s["lateness_p99_ms"] if sc.rate else s["latency_p99_ms"]
+                per = s["events_per_s"] / sc.conns if s["events_per_s"] else None
                 lines.append(
                     f"| {peer} | {fmt(s['events_per_s'])} | "
-                    f"{'–' if peer == TRIO_SSE else ratio(base, s['events_per_s'])} | "
+                    f"{ratio(s['events_per_s'], base)} | {fmt(per, ',.1f')} | "
                     f"{fmt(s['delivered_pct'], '.1f')} % | "
                     f"{fmt(s['latency_p50_ms'], ',.1f')} | {fmt(p99, ',.1f')} | "
                     f"{fmt(s['server_cpu_pct'], '.0f')} % | "
@@ -561,11 +714,11 @@ def tables(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
             )
             lines.append(
                 "| server | connections | held | with keep-alive | "
-                "RSS KiB/conn | RSS ÷ trio_sse's | RSS MiB |"
+                f"RSS KiB/conn | {vs} | RSS MiB |"
             )
             lines.append("|---|---:|---:|---:|---:|---:|---:|")
             for t in targets:
-                base = data.get(TRIO_SSE, {}).get(t, {}).get("rss_kib_per_conn")
+                base = data.get(BASELINE, {}).get(t, {}).get("rss_kib_per_conn")
                 for peer, s in data.items():
                     st = s.get(t)
                     if not st:
@@ -574,8 +727,7 @@ def tables(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
                     lines.append(
                         f"| {peer} | {int(t):,} | {fmt(st['alive'])} | "
                         f"{fmt(st['with_keepalive'])} | {fmt(per, '.1f')} | "
-                        f"{'–' if peer == TRIO_SSE else ratio(per, base)} | "
-                        f"{fmt(st['rss_mib'], '.0f')} |"
+                        f"{ratio(per, base)} | {fmt(st['rss_mib'], '.0f')} |"
                     )
         elif sc.kind == "inproc":
             costs = data["ns_per_subscriber"]
@@ -585,6 +737,100 @@ def tables(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
             for loop, ns in costs.items():
                 lines.append(f"| {loop} | {ns:.0f} | {ratio(ns, base)} |")
     return "\n".join(lines) + "\n"
+
+
+# What trio_sse aims for in the real-publisher scenarios, as ratios and
+# differences taken in one run (1,000 subscribers, nothing lost).
+# KiB per idle connection above hypercorn-bare's in the same run, at 5,000
+# connections, before the response rewrite (trio_sse at c923a55: 32.2 - 26.9).
+IDLE_EXCESS_KIB_BEFORE = 5.3
+
+
+def targets(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
+    """One line per target and trio_sse peer: the figure, met or not."""
+
+    def stream(scenario: str, peer: str) -> dict[str, Any]:
+        return summary.get(scenario, {}).get(peer, {})
+
+    def whole(st: dict[str, Any]) -> bool:
+        return (st.get("delivered_pct") or 0) >= 100 and not st.get("gaps")
+
+    peers = sorted({p for sc in summary.values() if isinstance(sc, dict) for p in sc})
+    rows = []
+    for peer in filter(is_trio_sse, peers):
+        for scenario in ("fanout-1k", "burst-100", "many-publishers"):
+            st, base = stream(scenario, peer), stream(scenario, BASELINE)
+            if st and base.get("events_per_s"):
+                r = (st.get("events_per_s") or 0) / base["events_per_s"]
+                goal = "≥ 2×" if scenario != "many-publishers" else "(none)"
+                met = r >= 2 and whole(st) if goal != "(none)" else None
+                rows.append(
+                    (peer, f"{scenario}: events/s {vs_name()}", f"{r:.2f}×", goal, met)
+                )
+        st = stream("paced", peer)
+        if st:
+            held = (st.get("events_per_s") or 0) / scenarios["paced"].conns
+            p99 = st.get("lateness_p99_ms")
+            met = held >= 99 and p99 is not None and p99 <= 150 and whole(st)
+            rows.append(
+                (
+                    peer,
+                    "paced: events/s held per connection, p99 lateness",
+                    f"{held:.0f} ev/s, {fmt(p99, ',.0f')} ms",
+                    "100 ev/s, ≤ 150 ms",
+                    met,
+                )
+            )
+        st, bare = (
+            stream("idle-latency", peer),
+            stream("idle-latency", "hypercorn-bare"),
+        )
+        if st and bare.get("latency_p50_ms") is not None:
+            d = (st.get("latency_p50_ms") or 0) - bare["latency_p50_ms"]
+            rows.append(
+                (
+                    peer,
+                    "idle-latency: p50 latency − hypercorn-bare's",
+                    f"{d:+.2f} ms",
+                    "≤ 2 ms",
+                    d <= 2 and whole(st),
+                )
+            )
+        idle = summary.get("idle", {})
+        mine, bare = idle.get(peer, {}), idle.get("hypercorn-bare", {})
+        common = [t for t in mine if t != "runs" and t in bare]
+        if common:
+            t = max(common, key=int)
+            per, floor = (
+                mine[t].get("rss_kib_per_conn"),
+                bare[t].get("rss_kib_per_conn"),
+            )
+            if per is not None and floor is not None:
+                rows.append(
+                    (
+                        peer,
+                        f"idle: RSS KiB per connection at {int(t):,}, "
+                        "over hypercorn-bare's",
+                        f"{per:.1f} − {floor:.1f} = {per - floor:+.1f} KiB",
+                        f"≤ +{IDLE_EXCESS_KIB_BEFORE:g} KiB",
+                        round(per - floor, 1) <= IDLE_EXCESS_KIB_BEFORE,
+                    )
+                )
+    if not rows:
+        return ""
+    out = [
+        "\n### targets\n",
+        "| server | figure | measured | target | met |",
+        "|---|---|---:|---:|:---:|",
+    ]
+    for peer, what, value, goal, met in rows:
+        mark = "–" if met is None else ("yes" if met else "no")
+        out.append(f"| {peer} | {what} | {value} | {goal} | {mark} |")
+    return "\n".join(out) + "\n"
+
+
+def vs_name() -> str:
+    return f"÷ {BASELINE}'s"
 
 
 def machine() -> dict[str, str]:
@@ -609,15 +855,31 @@ def machine() -> dict[str, str]:
     }
 
 
-def revision() -> str:
-    """The checkout's commit, with ``-dirty`` when trio_sse/ has local edits."""
+def revision(tree: Path = REPO) -> str:
+    """A checkout's commit, with ``-dirty`` when its trio_sse/ has local edits."""
     git = shutil.which("git")
     if not git:
-        return "unknown"
+        return tree.name
     run = subprocess.run
-    head = run([git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True)
-    dirty = run([git, "diff", "--quiet", "HEAD", "--", "trio_sse"], cwd=REPO)
+    head = run([git, "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True)
+    if head.returncode:
+        return tree.name
+    dirty = run([git, "diff", "--quiet", "HEAD", "--", "trio_sse"], cwd=tree)
     return head.stdout.decode().strip() + ("-dirty" if dirty.returncode else "")
+
+
+def trio_sse_origin(peer: Peer) -> str:
+    """Where a peer's server imports trio_sse from (checked, not assumed)."""
+    env = dict(os.environ, PYTHONPATH=peer.pythonpath())
+    code = "import trio_sse; print(trio_sse.__file__)"
+    out = subprocess.run(
+        [str(env_python()), "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=HERE / "peers",  # as the servers run: not the checkout's root
+    )
+    return out.stdout.strip() or out.stderr.strip()[-200:]
 
 
 def versions() -> dict[str, str]:
@@ -648,11 +910,25 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scen = [s for s in ("fanout-1k", "burst-100", "paced") if s in summary]
-    if not scen:
+    rate_scen = [
+        s
+        for s in ("fanout-1k", "many-publishers", "burst-100", "paced")
+        if s in summary
+    ]
+    # The latency panel: p99 latency, p99 lateness when paced, and the p50
+    # latency of a lone event on an idle server.
+    lat_keys = {
+        "fanout-1k": "latency_p99_ms",
+        "many-publishers": "latency_p99_ms",
+        "burst-100": "latency_p99_ms",
+        "paced": "lateness_p99_ms",
+        "idle-latency": "latency_p50_ms",
+    }
+    lat_scen = [s for s in lat_keys if s in summary]
+    if not lat_scen:
         return
     peers: list[str] = []
-    for s in scen:
+    for s in lat_scen:
         for p in summary[s]:
             if p not in peers:
                 peers.append(p)
@@ -661,41 +937,46 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     idle = summary.get("idle", {})
     ncols = 3 if idle else 2
     fig, axes = plt.subplots(
-        1, ncols, figsize=(5.5 * ncols, 4.8), width_ratios=[3, 3, 2][:ncols]
+        1, ncols, figsize=(6 * ncols, 5), width_ratios=[4, 5, 2][:ncols]
     )
     handles = []
     width = 0.8 / max(1, len(peers))
+
+    def whole(s: str, peer: str) -> bool:
+        return (summary[s].get(peer, {}).get("delivered_pct") or 100) >= 100
+
     for i, peer in enumerate(peers):
-        xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(scen))]
-        rates = [summary[s].get(peer, {}).get("events_per_s") or 0 for s in scen]
-        p99 = []
-        for s in scen:
-            st = summary[s].get(peer, {})
-            key = "lateness_p99_ms" if s == "paced" else "latency_p99_ms"
-            p99.append(st.get(key) or 0)
-        capped = [
-            (summary[s].get(peer, {}).get("delivered_pct") or 100) < 100 for s in scen
-        ]
-        hatch = ["//" if c else "" for c in capped]
-        bars = axes[0].bar(xs, rates, width)
-        color = bars.patches[0].get_facecolor() if bars.patches else None
+        color = f"C{i}"
         handles.append(Patch(facecolor=color, label=peer))
-        for bar, h in zip(bars.patches, hatch, strict=True):
-            bar.set_hatch(h)
-        for bar, h in zip(
-            axes[1].bar(xs, p99, width, color=color).patches, hatch, strict=True
+        for ax, scen, value in (
+            (axes[0], rate_scen, lambda s, st: st.get("events_per_s")),
+            (axes[1], lat_scen, lambda s, st: st.get(lat_keys[s])),
         ):
-            bar.set_hatch(h)
+            xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(scen))]
+            ys = [value(s, summary[s].get(peer, {})) or 0 for s in scen]
+            bars = ax.bar(xs, ys, width, color=color)
+            for bar, s in zip(bars.patches, scen, strict=True):
+                bar.set_hatch("" if whole(s, peer) else "//")
+    axes[0].set_xticks(range(len(rate_scen)), rate_scen)
+    axes[1].set_xticks(
+        range(len(lat_scen)),
+        [
+            f"{s}\n({lat_keys[s].split('_')[0]} {lat_keys[s].split('_')[1]})"
+            for s in lat_scen
+        ],
+    )
     for ax, title in (
         (axes[0], "delivered events/s (higher is better)"),
-        (axes[1], "p99 latency ms; paced: p99 lateness (lower is better)"),
+        (axes[1], "latency or lateness vs schedule, ms (lower is better)"),
     ):
-        ax.set_xticks(range(len(scen)), scen)
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", which="both", alpha=0.3)
     if idle:
         colors = {h.get_label(): h.get_facecolor() for h in handles}
+        missing = [p for p in idle if p not in colors]
+        colors |= {p: f"C{len(peers) + k}" for k, p in enumerate(missing)}
+        handles += [Patch(facecolor=colors[p], label=p) for p in missing]
         targets = sorted(
             {t for st in idle.values() for t in st if t != "runs"}, key=int
         )
@@ -709,13 +990,14 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         axes[2].set_title("RSS per idle connection, KiB (lower is better)", fontsize=10)
         axes[2].grid(axis="y", alpha=0.3)
     handles.append(Patch(facecolor="white", hatch="//", label="time limit hit"))
-    axes[0].legend(handles=handles, fontsize=8)
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8)
     fig.suptitle(
-        "SSE fan-out over HTTP, server on one core, load client on another\n"
+        "SSE fan-out over HTTP with real publishers (a checkpoint before every "
+        "event),\nserver on one core, load client on another "
         "(hatched: not everything delivered within the time limit)",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
@@ -737,14 +1019,39 @@ def update_doc(block: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 run, fewer scenarios")
-    parser.add_argument("--runs", type=int, help="runs per figure (default 3, quick 1)")
-    parser.add_argument("--scenarios", help="comma-separated subset")
+    parser.add_argument(
+        "--quick", action="store_true", help="shorter scenarios, fewer peers"
+    )
+    parser.add_argument("--runs", type=int, default=1, help="runs per figure")
+    parser.add_argument(
+        "--scenarios",
+        help="comma-separated; default: the headline ones (not *-nocheckpoint)",
+    )
     parser.add_argument("--peers", help="comma-separated subset")
+    parser.add_argument(
+        "--variants",
+        default="response",
+        help="trio_sse responses to measure, comma-separated: response "
+        "(bc.response(stream)), cast (bc.response(stream.cast_events(Event)))",
+    )
+    parser.add_argument(
+        "--trio-sse-tree",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="also measure trio_sse imported from this checkout (repeatable)",
+    )
     parser.add_argument(
         "--gc-threshold",
         metavar="G0,G1,G2",
         help="gc.set_threshold() in every Python server (default: Python's)",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        help="run servers and load client at this nice level (negative: ahead "
+        "of other work on a shared host; needs the privilege)",
     )
     parser.add_argument("--reinstall", action="store_true")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/ alone")
@@ -757,33 +1064,48 @@ def main() -> None:
         ensure_env(False)
         info = json.loads(Path(opts.report).read_text())
         scenarios = make_scenarios(info["quick"])
+        scenarios = {k: v for k, v in scenarios.items() if k in info["summary"]}
         report(info, scenarios, write_doc=not opts.no_doc)
         return
 
     ensure_env(opts.reinstall)
     if opts.gc_threshold:
         os.environ["SSE_BENCH_GC_THRESHOLD"] = opts.gc_threshold
+    if opts.nice is not None:
+        os.environ["SSE_BENCH_NICE"] = str(opts.nice)
     build_loadgen()
     raise_nofile()
     RESULTS.mkdir(exist_ok=True)
-    runs = opts.runs or (1 if opts.quick else 3)
-    peers = make_peers()
+    runs = opts.runs
+    trees = [t.resolve() for t in opts.trio_sse_tree]
+    peers = make_peers(opts.variants.split(","), trees)
     scenarios = make_scenarios(opts.quick)
-    wanted = opts.scenarios.split(",") if opts.scenarios else None
-    if wanted is None and opts.quick:
-        wanted = ["fanout-1k", "paced", "idle", "send-cost"]
-    if wanted:
+    if opts.scenarios:
+        wanted = opts.scenarios.split(",")
+        unknown = set(wanted) - set(scenarios)
+        if unknown:
+            raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
         scenarios = {k: v for k, v in scenarios.items() if k in wanted}
+    else:
+        scenarios = {k: v for k, v in scenarios.items() if v.headline}
     only = set(opts.peers.split(",")) if opts.peers else None
+    origins = {p: trio_sse_origin(peers[p]) for p in peers if is_trio_sse(p)}
+    for pname, origin in origins.items():
+        print(f"{pname}: trio_sse from {origin}", flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc)
     log = RESULTS / f"servers-{stamp:%Y%m%dT%H%M%SZ}.log"
     raw: dict[str, dict[str, list[Any]]] = {}
     t_start = time.monotonic()
+    load_start = os.getloadavg()
 
     # Rounds outermost, so that drift on the host spreads over every peer.
     for r in range(runs):
         for name, sc in scenarios.items():
-            todo = [p for p in sc.peers if p in peers and (not only or p in only)]
+            todo = [
+                p
+                for p in scenario_peers(sc, peers, opts.quick)
+                if not only or p in only
+            ]
             if sc.kind == "inproc":
                 rec = measure_inproc(sc)
                 raw.setdefault(name, {}).setdefault("inproc", []).append(rec)
@@ -831,12 +1153,27 @@ def main() -> None:
         "machine": machine(),
         "versions": versions(),
         "revision": revision(),
+        "trio_sse_from": origins,
         "runs": runs,
         "quick": opts.quick,
         "gc_threshold": opts.gc_threshold,
+        "nice": opts.nice,
+        "loadavg_start_end": [load_start, os.getloadavg()],
         "elapsed_s": round(elapsed, 1),
         "scenarios": {
-            k: {f: getattr(v, f) for f in ("about", "conns", "events", "size", "rate")}
+            k: {
+                f: getattr(v, f)
+                for f in (
+                    "about",
+                    "conns",
+                    "events",
+                    "size",
+                    "rate",
+                    "publishers",
+                    "checkpoint",
+                    "timeout",
+                )
+            }
             for k, v in scenarios.items()
         },
         "peers": {k: v.note for k, v in peers.items()},
@@ -857,12 +1194,13 @@ def report(info: dict[str, Any], scenarios: dict[str, Scenario], write_doc: bool
     runs = info["runs"]
     header = (
         f"Run of {info['date']} ({'quick, ' if info['quick'] else ''}"
-        f"median of {runs} run{'s' if runs > 1 else ''} per figure, "
+        f"{'one run' if runs == 1 else f'median of {runs} runs'} per figure, "
         f"{info['elapsed_s'] / 60:.1f} min): {m['nproc']} × {m['cpu']}, "
         f"Linux {m['kernel']}, Python {m['python']}, Node {m['node'] or '–'}; "
         f"trio_sse at {info.get('revision', 'unknown')}.\n"
     )
     text = header + tables(info["summary"], scenarios)
+    text += targets(info["summary"], scenarios)
     (RESULTS / "latest.md").write_text(text)
     print("\n" + text)
     if write_doc:

@@ -2,39 +2,63 @@
 
 Same routes and event format as the peers in ``peers/``:
 
-- ``GET /sse``: one subscriber of the ``bench`` key, streamed by
-  ``bc.response(stream)``;
-- ``POST /publish?n=&size=&rate=``: answers 202 at once, then publishes
-  ``n`` events of ``size`` bytes of data with ``bc.send`` (``rate`` events/s,
-  or as fast as possible when 0);
+- ``GET /sse``: one subscriber of the ``bench`` key, with
+  ``on_lag(LagPolicy.SKIP)``, streamed by the idiomatic response of the
+  ``--variant``: ``response`` (the default) sends ``Event`` items and serves
+  ``bc.response(stream)``; ``cast`` sends the data strings and serves
+  ``bc.response(stream.cast_events(Event))``;
+- ``POST /publish?n=&size=&rate=&publishers=&checkpoint=``: answers 202 at
+  once, then publishes with ``bc.send`` from the request's task (and from
+  ``publishers`` tasks of a nursery when more than one), see
+  ``peers/_common.py``;
 - ``GET /stats``: subscriber count.
 
-    python trio_sse_app.py --port 8000 --buffer 1024
+trio_sse is imported from ``sys.path``: ``run.py`` puts the checkout it
+belongs to (or the one given with ``--trio-sse-tree``) first.
+
+    python trio_sse_app.py --port 8000 --buffer 1024 [--variant cast]
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
+from typing import Any
 
 import trio
 
 import trio_sse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers"))
-from _common import KEY, PublishSpec, parse_args, payload
+from _common import KEY, PublishSpec, Schedule, parse_args
+
+VARIANTS = ("response", "cast")
 
 
-def make_app(bc: trio_sse.Broadcaster) -> object:
-    async def publish_events(spec: PublishSpec) -> None:
-        start = time.monotonic_ns()
-        for seq in range(spec.n):
-            scheduled, delay = spec.delay_until(start, seq)
-            if delay > 0:
+def make_app(bc: trio_sse.Broadcaster[str, Any], variant: str) -> object:
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}, expected one of {VARIANTS}")
+    cast = variant == "cast"
+
+    async def publisher(sched: Schedule) -> None:
+        checkpoint = sched.spec.checkpoint
+        while (delay := sched.delay()) is not None:
+            if checkpoint:
                 await trio.sleep(delay)
-            data = payload(seq, scheduled, time.monotonic_ns(), spec.size)
-            bc.send(KEY, trio_sse.Event(data))
+            item = sched.take()
+            if item is None:
+                return
+            _, data = item
+            bc.send(KEY, data if cast else trio_sse.Event(data))
+
+    async def publish_events(spec: PublishSpec) -> None:
+        sched = Schedule(spec)
+        if spec.publishers == 1:
+            await publisher(sched)
+            return
+        async with trio.open_nursery() as nursery:
+            for _ in range(spec.publishers):
+                nursery.start_soon(publisher, sched)
 
     async def respond(send, status: int, body: bytes) -> None:
         await send(
@@ -52,7 +76,12 @@ def make_app(bc: trio_sse.Broadcaster) -> object:
         path = scope["path"]
         if path == "/sse":
             stream = bc.subscribe(KEY).on_lag(trio_sse.LagPolicy.SKIP)
-            await bc.response(stream)(scope, receive, send)
+            if cast:
+                await bc.response(stream.cast_events(trio_sse.Event))(
+                    scope, receive, send
+                )
+            else:
+                await bc.response(stream)(scope, receive, send)
         elif path == "/publish" and scope["method"] == "POST":
             spec = PublishSpec.from_query(scope["query_string"])
             await respond(send, 202, b"publishing\n")
@@ -73,11 +102,13 @@ async def main() -> None:
         config = trio_sse.SseConfig(
             keep_alive=args.keep_alive, write_timeout=args.write_timeout or None
         )
-    bc: trio_sse.Broadcaster[str, trio_sse.Event] = trio_sse.Broadcaster(
+    bc: trio_sse.Broadcaster[str, Any] = trio_sse.Broadcaster(
         buffer=args.buffer, config=config
     )
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio_sse.serve, make_app(bc), args.host, args.port)
+        await nursery.start(
+            trio_sse.serve, make_app(bc, args.variant), args.host, args.port
+        )
 
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@ them with ``put_nowait``; each response encodes and sends what it takes.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import uvloop
-from _common import PublishSpec, parse_args, payload
+from _common import PublishSpec, Schedule, parse_args
 from aiohttp import web
 from aiohttp_sse import sse_response
 
@@ -34,19 +33,28 @@ def make_app(buffer: int, keep_alive: float) -> web.Application:
             subscribers.discard(queue)
         return resp
 
-    async def publish_events(spec: PublishSpec) -> None:
+    async def publisher(sched: Schedule) -> None:
         nonlocal dropped
-        start = time.monotonic_ns()
-        for seq in range(spec.n):
-            scheduled, delay = spec.delay_until(start, seq)
-            if delay > 0:
+        checkpoint = sched.spec.checkpoint
+        while (delay := sched.delay()) is not None:
+            if checkpoint:
                 await asyncio.sleep(delay)
-            item = (payload(seq, scheduled, time.monotonic_ns(), spec.size), str(seq))
+            item = sched.take()
+            if item is None:
+                return
+            seq, data = item
+            message = (data, str(seq))
             for queue in list(subscribers):
                 try:
-                    queue.put_nowait(item)
+                    queue.put_nowait(message)
                 except asyncio.QueueFull:
                     dropped += 1
+
+    async def publish_events(spec: PublishSpec) -> None:
+        sched = Schedule(spec)
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(spec.publishers):
+                tg.create_task(publisher(sched))
 
     async def publish(request: web.Request) -> web.Response:
         spec = PublishSpec.from_query(request.query_string)

@@ -13,10 +13,8 @@ its own; what this costs is Hypercorn's.
 
 from __future__ import annotations
 
-import time
-
 import trio
-from _common import PublishSpec, parse_args, payload
+from _common import PublishSpec, Schedule, parse_args
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
@@ -25,20 +23,28 @@ def make_app(buffer: int, keep_alive: float):
     subscribers: set[trio.MemorySendChannel[bytes]] = set()
     dropped = 0
 
-    async def publish_events(spec: PublishSpec) -> None:
+    async def publisher(sched: Schedule) -> None:
         nonlocal dropped
-        start = time.monotonic_ns()
-        for seq in range(spec.n):
-            scheduled, delay = spec.delay_until(start, seq)
-            if delay > 0:
+        checkpoint = sched.spec.checkpoint
+        while (delay := sched.delay()) is not None:
+            if checkpoint:
                 await trio.sleep(delay)
-            data = payload(seq, scheduled, time.monotonic_ns(), spec.size)
+            item = sched.take()
+            if item is None:
+                return
+            seq, data = item
             chunk = f"id: {seq}\ndata: {data}\n\n".encode()
             for tx in subscribers:
                 try:
                     tx.send_nowait(chunk)
                 except trio.WouldBlock:
                     dropped += 1
+
+    async def publish_events(spec: PublishSpec) -> None:
+        sched = Schedule(spec)
+        async with trio.open_nursery() as nursery:
+            for _ in range(spec.publishers):
+                nursery.start_soon(publisher, sched)
 
     async def stream(receive, send) -> None:
         tx, rx = trio.open_memory_channel[bytes](buffer)

@@ -23,18 +23,50 @@ function payload(seq, scheduled, sent, size) {
   return head + "x".repeat(Math.max(0, size - head.length));
 }
 
-async function publish(n, size, rate) {
-  const start = monoNs();
-  for (let seq = 0; seq < n; seq++) {
+// A checkpoint of Node's event loop: the I/O callbacks that are ready run
+// before the next event (what `await asyncio.sleep(0)` is to asyncio).
+const checkpoint = () => new Promise((r) => setImmediate(r));
+const sleepMs = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// One publisher: see peers/_common.py. Unless `checkpoint` is off, it yields
+// to the event loop before every event, when paced until that event's own
+// scheduled time; it takes the next sequence number when it runs, so that
+// several publishers publish in turn and in order.
+async function publisher(sched) {
+  const { n, size, rate, checkpointing } = sched;
+  while (sched.next < n) {
     let scheduled = 0n;
-    if (rate > 0) {
-      scheduled = start + BigInt(Math.round((seq * 1e9) / rate));
-      const delayMs = Number(scheduled - monoNs()) / 1e6;
-      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+    if (checkpointing) {
+      if (rate > 0) {
+        scheduled = sched.start + BigInt(Math.round((sched.next * 1e9) / rate));
+        let slept = false;
+        for (let ms; (ms = Number(scheduled - monoNs()) / 1e6) > 0; slept = true) {
+          await sleepMs(Math.ceil(ms));
+        }
+        if (!slept) await checkpoint();
+      } else {
+        await checkpoint();
+      }
     }
+    if (sched.next >= n) return;
+    const seq = sched.next++;
+    if (rate > 0) scheduled = sched.start + BigInt(Math.round((seq * 1e9) / rate));
     const chunk = `id: ${seq}\ndata: ${payload(seq, scheduled, monoNs(), size)}\n\n`;
     for (const res of subscribers) res.write(chunk);
   }
+}
+
+function publish(q) {
+  const sched = {
+    n: Number(q.get("n") || 1000),
+    size: Number(q.get("size") || 64),
+    rate: Number(q.get("rate") || 0),
+    checkpointing: q.get("checkpoint") !== "0",
+    start: monoNs(),
+    next: 0,
+  };
+  const publishers = Number(q.get("publishers") || 1);
+  for (let i = 0; i < publishers; i++) publisher(sched);
 }
 
 const server = http.createServer((req, res) => {
@@ -53,8 +85,7 @@ const server = http.createServer((req, res) => {
     });
   } else if (url.pathname === "/publish" && req.method === "POST") {
     res.writeHead(202).end("publishing\n");
-    const q = url.searchParams;
-    publish(Number(q.get("n") || 1000), Number(q.get("size") || 64), Number(q.get("rate") || 0));
+    publish(url.searchParams);
   } else if (url.pathname === "/stats") {
     res.end(`subscribers ${subscribers.size}\n`);
   } else {

@@ -14,10 +14,9 @@ kernel. ``POST /publish`` works as in the other servers.
 from __future__ import annotations
 
 import socket
-import time
 
 import trio
-from _common import PublishSpec, parse_args, payload
+from _common import PublishSpec, Schedule, parse_args
 
 HEADERS = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
@@ -62,16 +61,24 @@ async def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     subscribers: set[Subscriber] = set()
 
-    async def publish_events(spec: PublishSpec) -> None:
-        start = time.monotonic_ns()
-        for seq in range(spec.n):
-            scheduled, delay = spec.delay_until(start, seq)
-            if delay > 0:
+    async def publisher(sched: Schedule) -> None:
+        checkpoint = sched.spec.checkpoint
+        while (delay := sched.delay()) is not None:
+            if checkpoint:
                 await trio.sleep(delay)
-            data = payload(seq, scheduled, time.monotonic_ns(), spec.size)
+            item = sched.take()
+            if item is None:
+                return
+            seq, data = item
             chunk = f"id: {seq}\ndata: {data}\n\n".encode()
             for sub in subscribers:
                 sub.write(chunk)
+
+    async def publish_events(spec: PublishSpec) -> None:
+        sched = Schedule(spec)
+        async with trio.open_nursery() as nursery:
+            for _ in range(spec.publishers):
+                nursery.start_soon(publisher, sched)
 
     async def read_request(sock: socket.socket) -> bytes:
         request = b""

@@ -11,10 +11,9 @@ each response encodes the ``ServerSentEvent`` it yields.
 from __future__ import annotations
 
 import sys
-import time
 
 import anyio
-from _common import PublishSpec, parse_args, payload
+from _common import PublishSpec, Schedule, parse_args
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -41,17 +40,17 @@ def make_app(buffer: int, keep_alive: float) -> Starlette:
 
         return EventSourceResponse(events(), ping=keep_alive)
 
-    async def publish_events(spec: PublishSpec) -> None:
+    async def publisher(sched: Schedule) -> None:
         nonlocal dropped
-        start = time.monotonic_ns()
-        for seq in range(spec.n):
-            scheduled, delay = spec.delay_until(start, seq)
-            if delay > 0:
-                await anyio.sleep(delay)
-            event = ServerSentEvent(
-                data=payload(seq, scheduled, time.monotonic_ns(), spec.size),
-                id=str(seq),
-            )
+        checkpoint = sched.spec.checkpoint
+        while (delay := sched.delay()) is not None:
+            if checkpoint:
+                await anyio.sleep(delay)  # asyncio.sleep / trio.sleep
+            item = sched.take()
+            if item is None:
+                return
+            seq, data = item
+            event = ServerSentEvent(data=data, id=str(seq))
             for tx in list(subscribers):
                 try:
                     tx.send_nowait(event)
@@ -59,6 +58,12 @@ def make_app(buffer: int, keep_alive: float) -> Starlette:
                     dropped += 1
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     subscribers.discard(tx)
+
+    async def publish_events(spec: PublishSpec) -> None:
+        sched = Schedule(spec)
+        async with anyio.create_task_group() as tg:
+            for _ in range(spec.publishers):
+                tg.start_soon(publisher, sched)
 
     async def publish(request: Request) -> Response:
         spec = PublishSpec.from_query(request.url.query)
