@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -330,6 +331,26 @@ async def test_htmx_clock_and_shouts_are_html_fragments(
         start = trio.current_time()
         await next_event(stream, "clock")
         assert trio.current_time() - start == pytest.approx(1.0)
+
+
+def test_a_busy_port_is_one_line_with_the_fix(
+    load: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    module = load("dashboard")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(sys, "argv", ["dashboard.py", "--port", str(port)])
+        with pytest.raises(SystemExit) as info:
+            module.run(module.app, "trio_sse dashboard")
+    assert info.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: 127.0.0.1:{port} is already in use (another server, or another "
+        f"example?): run with --port {port + 1}, or any free port\n"
+    )
 
 
 def test_ctrl_c_is_a_quiet_stop(load: Any, monkeypatch: Any, capsys: Any) -> None:
