@@ -73,6 +73,8 @@ class Request:
         raw = await self.body()
         if self.headers.get("content-type", "").startswith("application/json"):
             data = json.loads(raw or b"{}")
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
             return {str(k): str(v) for k, v in data.items()}
         return dict(urllib.parse.parse_qsl(raw.decode("utf-8")))
 
