@@ -184,6 +184,7 @@ def test_page_samples_run_in_order(
 
 # Wraps trio_sse.serve so that a sample binds a free port and says which.
 PRELUDE = """\
+import signal as _signal
 import sys as _sys
 import trio as _trio
 import trio_sse as _trio_sse
@@ -207,6 +208,9 @@ async def _serve_on_a_free_port(
 
 
 _trio_sse.serve = _serve_on_a_free_port
+# Ctrl+C works as in a terminal even when the test runs in the background
+# (a non-interactive shell starts background jobs with SIGINT ignored).
+_signal.signal(_signal.SIGINT, _signal.default_int_handler)
 """
 
 
