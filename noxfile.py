@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "package"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -37,6 +40,19 @@ def docs(session: nox.Session) -> None:
     session.run(
         "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel as a release would; check them with twine."""
+    session.install("build", "twine")
+    outdir = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(outdir, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(outdir))
+    dists = [str(path) for path in outdir.glob("trio_sse-*")]
+    if len(dists) != 2:
+        session.error(f"expected an sdist and a wheel, got {dists}")
+    session.run("twine", "check", "--strict", *dists)
 
 
 @nox.session

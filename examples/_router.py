@@ -10,9 +10,12 @@ tests without a lifespan run them with ``async with app.running():``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import mimetypes
 import re
+import signal
+import sys
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -70,6 +73,8 @@ class Request:
         raw = await self.body()
         if self.headers.get("content-type", "").startswith("application/json"):
             data = json.loads(raw or b"{}")
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
             return {str(k): str(v) for k, v in data.items()}
         return dict(urllib.parse.parse_qsl(raw.decode("utf-8")))
 
@@ -209,30 +214,65 @@ class App:
 
 
 def run(app: ASGIApp, description: str, **serve_kwargs: Any) -> None:
-    """The examples' ``main()``: parse ``--host``/``--port``, serve, print the URL."""
+    """The examples' ``main()``: parse ``--host``/``--port``, serve, print the URL.
+
+    Ctrl+C and SIGTERM shut the server down gracefully and quietly; a port
+    that is already taken is one line on stderr, with the fix.
+    """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     args = parser.parse_args()
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(
-                lambda task_status: trio_sse.serve(
-                    app, args.host, args.port, task_status=task_status, **serve_kwargs
-                )
-            )
-            for url in urls:
-                print(f"{description}: open {url}/ (Ctrl+C to stop)", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def serve(task_status: trio.TaskStatus[list[str]]) -> None:
+                    await trio_sse.serve(
+                        app,
+                        args.host,
+                        args.port,
+                        task_status=task_status,
+                        **serve_kwargs,
+                    )
+                    nursery.cancel_scope.cancel()
+
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()  # a graceful shutdown
+
+                nursery.start_soon(stop_on_signal)
+                for url in await nursery.start(serve):
+                    print(f"{description}: open {url}/ (Ctrl+C to stop)", flush=True)
 
     try:
         trio.run(main)
     except BaseException as exc:
-        # Ctrl+C cancelled the server (gracefully) and surfaces here, maybe
-        # inside an exception group; anything else is a real error.
+        if _find(exc, _address_in_use):
+            sys.stderr.write(
+                f"error: {args.host}:{args.port} is already in use (another "
+                f"server, or another example?): run with --port {args.port + 1}, "
+                "or any free port\n"
+            )
+            raise SystemExit(1) from None
+        # A Ctrl+C before the signal receiver was installed surfaces as a
+        # KeyboardInterrupt, maybe inside an exception group.
         if not _interrupted(exc):
             raise
-        print("stopped")
+    print("stopped")
+
+
+def _address_in_use(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+
+
+def _find(exc: BaseException, predicate: Callable[[BaseException], bool]) -> bool:
+    """Whether *exc*, or an exception inside it (groups), satisfies *predicate*."""
+    if predicate(exc):
+        return True
+    group: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    return any(_find(e, predicate) for e in group)
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -5,52 +5,97 @@ windows (``/?room=name`` picks a room).
 
 Each room is a key of one :class:`trio_sse.Broadcaster`; a message is one
 :class:`trio_sse.Event`, encoded once however many people are in the room.
-The broadcaster keeps the last 100 events per room, so a browser that loses
-its connection reconnects with ``Last-Event-ID`` and gets what it missed. A
-``presence`` event tells the room how many people are connected whenever
-someone joins or leaves.
+
+- **First load**: a browser that opens the room gets its recent messages
+  first (a snapshot), then live ones.
+- **Reconnect**: the broadcaster keeps the last 100 messages per room, so a
+  browser that loses its connection reconnects with ``Last-Event-ID`` and
+  gets what it missed. A member too slow to keep up is ended
+  (:attr:`~trio_sse.LagPolicy.END`) and catches up the same way.
+- **Presence** ("3 online") is a latest-value update on a side channel: a
+  second broadcaster whose subscribers hold one item and skip to the newest
+  (:attr:`~trio_sse.LagPolicy.SKIP`). Joins and leaves, however many, never
+  queue up in front of messages and never make a member lag.
+- **Empty rooms are forgotten** a minute after their last member left
+  (history, snapshot and ids' bookkeeping), so made-up room names cost
+  nothing for long. The clean-up runs in the application's lifespan.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections import deque
 from typing import Any
 
+import trio
 from _router import App, Request, json_response, page, response, run
 
-from trio_sse import Broadcaster, BroadcastStream, Event, SseConfig, last_event_id
+from trio_sse import (
+    Broadcaster,
+    BroadcastStream,
+    Event,
+    LagPolicy,
+    Sender,
+    SseConfig,
+    last_event_id,
+)
 
 MAX_TEXT = 500
 MAX_NAME = 40
+HISTORY = 100  # messages kept per room for reconnects
+SNAPSHOT = 50  # messages a first load starts with
+FORGET_AFTER = 60.0  # seconds an empty room is kept for reconnects
 
 
-def make_app() -> App:
+class _EmptyRooms:
+    """Rooms without members, oldest first, for the task that forgets them."""
+
+    def __init__(self) -> None:
+        self.since: dict[str, float] = {}
+        self.changed = trio.Event()
+
+    def add(self, room: str) -> None:
+        self.since.pop(room, None)
+        self.since[room] = trio.current_time()
+        self.changed.set()
+
+    def discard(self, room: str) -> None:
+        self.since.pop(room, None)
+
+
+def make_app(forget_after: float = FORGET_AFTER) -> App:
     """The chat application."""
-    rooms: Broadcaster[str, Event] = Broadcaster(
-        buffer=64, config=SseConfig(keep_alive=15.0, retry=1.0), history=100
+    config = SseConfig(keep_alive=15.0, retry=1.0)
+    messages: Broadcaster[str, Event] = Broadcaster(
+        buffer=64, config=config, history=HISTORY
     )
+    presence: Broadcaster[str, Event] = Broadcaster(buffer=1, config=config)
+    recent: dict[str, deque[Event]] = {}
+    empty = _EmptyRooms()
     app = App()
-    app.state["rooms"] = rooms
+    app.state.update(rooms=messages, presence=presence, recent=recent)
 
-    def presence(room: str) -> Event:
-        return Event.json({"online": rooms.subscriber_count(room)}, event="presence")
+    def announce(room: str) -> None:
+        online = messages.subscriber_count(room)
+        presence.send(room, Event.json({"online": online}, event="presence"))
 
-    async def with_presence(
-        room: str, stream: BroadcastStream[Event]
-    ) -> AsyncIterator[Event]:
-        """The room's events; announce arrivals and departures to the room."""
-        try:
-            async with stream:
-                rooms.send(room, presence(room))
-                async for event in stream:
-                    # Items keep the broadcaster's id through this generator.
-                    yield (
-                        event if event.id is not None else event.with_id(stream.last_id)
-                    )
-        finally:
-            if rooms.subscriber_count(room):
-                rooms.send(room, presence(room))
+    def forget(room: str) -> None:
+        messages.remove(room)
+        presence.remove(room)
+        recent.pop(room, None)
+
+    @app.background
+    async def forget_empty_rooms() -> None:
+        while True:
+            if not empty.since:
+                empty.changed = trio.Event()
+                await empty.changed.wait()
+                continue
+            room, since = next(iter(empty.since.items()))
+            await trio.sleep_until(since + forget_after)
+            if empty.since.get(room) == since:
+                del empty.since[room]
+                forget(room)
 
     def room_name(request: Request) -> str:
         room = request.params["room"].strip()
@@ -65,8 +110,30 @@ def make_app() -> App:
     @app.route("GET", "/rooms/{room}/events")
     async def events(request: Request) -> Any:
         room = room_name(request)
-        stream = rooms.subscribe(room, last_event_id=last_event_id(request.scope))
-        return rooms.response(with_presence(room, stream))
+        resume = last_event_id(request.scope)
+        # No checkpoint from here to the end of the handler: nothing is
+        # published between the snapshot and the subscription.
+        side = presence.subscribe(room).on_lag(LagPolicy.SKIP)
+        live = messages.subscribe(room, last_event_id=resume).on_lag(LagPolicy.END)
+        snapshot = [] if resume else list(recent.get(room, ()))
+        empty.discard(room)
+        announce(room)
+
+        async def member(tx: Sender) -> None:
+            try:
+                async with side, live, trio.open_nursery() as nursery:
+                    nursery.start_soon(forward_presence, side, tx)
+                    for event in snapshot:
+                        await tx.send(event)
+                    await forward_messages(live, tx)
+                    nursery.cancel_scope.cancel()
+            finally:
+                if messages.subscriber_count(room):
+                    announce(room)
+                else:
+                    empty.add(room)
+
+        return messages.channel(member)
 
     @app.route("POST", "/rooms/{room}/messages")
     async def post(request: Request) -> Any:
@@ -79,10 +146,26 @@ def make_app() -> App:
         if len(text) > MAX_TEXT:
             return response(f"messages have at most {MAX_TEXT} characters", status=400)
         message = {"user": user, "text": text, "time": round(time.time() * 1000)}
-        event_id = await rooms.publish(room, Event.json(message, event="message"))
+        event = Event.json(message, event="message")
+        event_id = await messages.publish(room, event)
+        recent.setdefault(room, deque(maxlen=SNAPSHOT)).append(event.with_id(event_id))
+        if not messages.subscriber_count(room) and room not in empty.since:
+            empty.add(room)  # a message to an empty room is forgotten with it
         return json_response({"id": event_id}, status=201)
 
     return app
+
+
+async def forward_messages(stream: BroadcastStream[Event], tx: Sender) -> None:
+    """Send the room's messages, each with the id the broadcaster gave it."""
+    async for event in stream:
+        await tx.send(event if event.id is not None else event.with_id(stream.last_id))
+
+
+async def forward_presence(stream: BroadcastStream[Event], tx: Sender) -> None:
+    """Send the newest presence count (older ones were skipped)."""
+    async for event in stream:
+        await tx.send(event)
 
 
 app = make_app()

@@ -13,6 +13,7 @@ Without them the test skips, except when ``CI=true``, where it fails.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -209,3 +210,79 @@ async def test_chromium_eventsource(browser_ready: None) -> None:
     )
     assert RETRY <= server_gap < 2.0, server_gap
     assert RETRY * 0.9 <= browser_gap < 2.0, browser_gap
+
+
+# -- the dashboard example at a phone's and a desktop's width ------------------------
+
+LAYOUT = HERE / "layout.mjs"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+async def dashboard_layout(url: str, width: int, height: int) -> dict[str, Any]:
+    """The dashboard's layout in Chromium at *width* × *height*, once drawn."""
+    env = dict(os.environ, CHROMIUM=CHROMIUM)
+    result = await trio.run_process(
+        [
+            "node",
+            str(LAYOUT),
+            url,
+            str(width),
+            str(height),
+            "#c-cpu polyline",  # the first sample is drawn
+            str((LIMIT - 10) * 1000),
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+    lines = result.stdout.decode().strip().splitlines()
+    assert lines, f"layout.mjs printed nothing; stderr:\n{result.stderr.decode()}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    assert report["ok"], report.get("error")
+    layout: dict[str, Any] = report["layout"]
+    return layout
+
+
+def rows(boxes: list[dict[str, Any]]) -> list[int]:
+    """How many boxes sit on each row, top to bottom."""
+    tops: dict[int, int] = {}
+    for box in boxes:
+        top = round(box["top"])
+        tops[top] = tops.get(top, 0) + 1
+    return [tops[top] for top in sorted(tops)]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "charts_per_row"),
+    [(375, 740, [1, 1, 1, 1]), (1400, 900, [2, 2])],
+)
+async def test_dashboard_fits_a_phone_and_a_desktop(
+    browser_ready: None,
+    monkeypatch: pytest.MonkeyPatch,
+    width: int,
+    height: int,
+    charts_per_row: list[int],
+) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(
+        "example_dashboard_layout", EXAMPLES / "dashboard.py"
+    )
+    assert spec is not None and spec.loader is not None
+    dashboard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dashboard)
+    app = dashboard.make_app(interval=0.1)
+    with trio.fail_after(LIMIT):
+        async with serve_app(app) as url:
+            layout = await dashboard_layout(url + "/", width, height)
+    # Nothing scrolls sideways, and no chart or card is cut off.
+    assert layout["innerWidth"] == width
+    assert layout["scrollWidth"] <= width, layout
+    charts = [box for box in layout["boxes"] if box["name"] == "chart"]
+    cards = [box for box in layout["boxes"] if box["name"] == "card"]
+    assert len(charts) == 4 and len(cards) == 8
+    for box in charts + cards:
+        assert box["left"] >= 0 and box["right"] <= width, box
+    # Charts fill their rows: never a lone chart beside an empty space.
+    assert rows(charts) == charts_per_row
+    assert len({round(box["width"]) for box in charts}) == 1

@@ -5,14 +5,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import socket
 import sys
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trio_sse.testing import open_stream, request
 
@@ -127,7 +130,8 @@ async def test_chat_rooms_are_separate_and_presence_counts(load: Any) -> None:
 async def test_chat_reconnect_replays_missed_messages(load: Any) -> None:
     app = load("chat").make_app()
     async with open_stream(app, "/rooms/lobby/events") as stream:
-        first = await next_event(stream, "presence")
+        await request(app, "POST", "/rooms/lobby/messages", b"text=zero", FORM)
+        first = await next_event(stream, "message")
     for text in ("one", "two"):
         await request(
             app, "POST", "/rooms/lobby/messages", f"text={text}".encode(), FORM
@@ -150,6 +154,115 @@ async def test_chat_rejects_empty_and_long_messages(load: Any) -> None:
     json_body = json.dumps({"user": "j", "text": "as json"}).encode()
     headers = {"content-type": "application/json"}
     assert (await request(app, "POST", path, json_body, headers)).status == 201
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"3", b"null", b"{"])
+async def test_chat_json_body_that_is_not_an_object_is_400(
+    load: Any, body: bytes
+) -> None:
+    app = load("chat").make_app()
+    headers = {"content-type": "application/json"}
+    answer = await request(app, "POST", "/rooms/lobby/messages", body, headers)
+    assert answer.status == 400
+    assert answer.body.startswith(b"bad request")
+
+
+async def test_chat_first_load_starts_with_recent_messages(load: Any) -> None:
+    app = load("chat").make_app()
+    for text in ("one", "two", "three"):
+        body = f"user=ann&text={text}".encode()
+        assert (await request(app, "POST", "/rooms/r/messages", body, FORM)).status
+    async with open_stream(app, "/rooms/r/events") as stream:
+        events = [await next_event(stream, "message") for _ in range(3)]
+        texts = [json.loads(event.data)["text"] for event in events]
+        assert texts == ["one", "two", "three"]
+        ids = [event.last_event_id for event in events]
+        assert all(ids) and ids == sorted(ids, key=lambda i: int(i.split("-")[1]))
+        # Then live messages, without a repeat.
+        await request(app, "POST", "/rooms/r/messages", b"text=four", FORM)
+        assert json.loads((await next_event(stream, "message")).data)["text"] == "four"
+
+
+async def test_chat_forgets_a_room_a_minute_after_it_empties(
+    load: Any, autojump_clock: Any
+) -> None:
+    chat = load("chat")
+    app = chat.make_app()
+    rooms, recent = app.state["rooms"], app.state["recent"]
+    async with app.running():
+        async with open_stream(app, "/rooms/gone/events") as stream:
+            await request(app, "POST", "/rooms/gone/messages", b"text=hi", FORM)
+            first = await next_event(stream, "message")
+            await request(app, "POST", "/rooms/gone/messages", b"text=hi2", FORM)
+        await request(app, "POST", "/rooms/only-posted/messages", b"text=x", FORM)
+        async with (
+            open_stream(app, "/rooms/kept/events") as kept,
+            trio.open_nursery() as nursery,
+        ):
+            # A member that reads all along (keep-alive comments included).
+            received: list[Any] = []
+
+            async def read() -> None:
+                async for event in kept:
+                    received.append(event)
+
+            nursery.start_soon(read)
+            await trio.sleep(chat.FORGET_AFTER / 2)
+            # Within the grace period a reconnect still replays.
+            assert set(recent) == {"gone", "only-posted"}
+            await trio.sleep(chat.FORGET_AFTER)
+            assert recent == {}
+            assert rooms.keys() == ["kept"]
+            # History is gone too: a reconnect after 'hi' cannot replay 'hi2'.
+            stream = rooms.subscribe("gone", last_event_id=first.last_event_id)
+            async with stream:
+                with trio.move_on_after(1):
+                    replayed = await stream.receive()
+                    raise AssertionError(f"replayed {replayed}")
+            # The member of "kept" is still served.
+            await request(app, "POST", "/rooms/kept/messages", b"text=still", FORM)
+            await trio.testing.wait_all_tasks_blocked()
+            assert json.loads(received[-1].data)["text"] == "still"
+            nursery.cancel_scope.cancel()
+
+
+async def test_chat_presence_churn_does_not_make_members_lag(
+    load: Any, autojump_clock: Any
+) -> None:
+    """One client joining and leaving 2,000 times; 300 members never lag.
+
+    The members do not read during the churn (slow networks): every
+    presence update the churn causes must replace the previous one, not
+    queue up in front of the members' messages.
+    """
+    app = load("chat").make_app()
+    rooms = app.state["rooms"]
+    path = "/rooms/busy/events"
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            members = [
+                await stack.enter_async_context(open_stream(app, path))
+                for _ in range(300)
+            ]
+            for _ in range(2000):
+                async with open_stream(app, path):
+                    pass
+            stats = rooms.stats()
+            assert (stats.lagged, stats.missed) == (0, 0)
+            assert rooms.subscriber_count("busy") == 300
+            await request(app, "POST", "/rooms/busy/messages", b"text=hi", FORM)
+            for member in members:
+                # What waits for a member that did not read: what its
+                # response's small write buffer (16) held before the churn,
+                # then the newest update; never the 4,000 the churn caused.
+                seen: list[Any] = []
+                async for event in member:
+                    seen.append(json.loads(event.data))
+                    if {"online": 300} in seen and {"text": "hi"} in [
+                        {"text": e.get("text")} for e in seen
+                    ]:
+                        break
+                assert len(seen) <= 20, seen
 
 
 # -- notifications ----------------------------------------------------------------
@@ -330,6 +443,26 @@ async def test_htmx_clock_and_shouts_are_html_fragments(
         start = trio.current_time()
         await next_event(stream, "clock")
         assert trio.current_time() - start == pytest.approx(1.0)
+
+
+def test_a_busy_port_is_one_line_with_the_fix(
+    load: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    module = load("dashboard")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(sys, "argv", ["dashboard.py", "--port", str(port)])
+        with pytest.raises(SystemExit) as info:
+            module.run(module.app, "trio_sse dashboard")
+    assert info.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: 127.0.0.1:{port} is already in use (another server, or another "
+        f"example?): run with --port {port + 1}, or any free port\n"
+    )
 
 
 def test_ctrl_c_is_a_quiet_stop(load: Any, monkeypatch: Any, capsys: Any) -> None:

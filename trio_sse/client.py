@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import random
+import signal
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
@@ -594,7 +595,7 @@ def _build_argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _print_events(args: argparse.Namespace) -> None:
     async with open_event_source(
         args.url,
         headers=dict(args.header),
@@ -605,6 +606,44 @@ async def _run(args: argparse.Namespace) -> None:
         async for event in source:
             sys.stdout.write(_format_event(event, args.json))
             sys.stdout.flush()
+
+
+async def _cancel_on_signal(
+    signals: AsyncIterator[int], scope: trio.CancelScope
+) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
+
+
+async def _run(args: argparse.Namespace) -> int:
+    """Print the stream; return the exit status.
+
+    Ctrl-C (SIGINT) becomes a cancellation, delivered at the next checkpoint
+    like any other. Left to trio's default handling, ``KeyboardInterrupt``
+    may be raised at any bytecode, including inside httpx or httpcore while
+    they hold a lock or half-update a connection; closing the response then
+    (shielded) could wait forever for that lock, and the client would hang
+    instead of exiting.
+    """
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            interrupted = trio.CancelScope()
+            nursery.start_soon(_cancel_on_signal, signals, interrupted)
+            try:
+                with interrupted:
+                    await _print_events(args)
+            except EventSourceError as exc:
+                sys.stderr.write(f"error: {exc}\n")
+                return 1
+            except BrokenPipeError:
+                # The reader went away (``| head``): not an error of ours.
+                with contextlib.suppress(OSError):
+                    sys.stdout.close()
+                return 0
+            finally:
+                nursery.cancel_scope.cancel()
+    return 130 if interrupted.cancelled_caught else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -619,18 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Event data is any Unicode text; never die on an ASCII terminal.
         reconfigure(errors="backslashreplace")
     try:
-        trio.run(_run, args)
+        return trio.run(_run, args)
     except KeyboardInterrupt:
+        # Ctrl-C before the signal handler above was installed.
         return 130
-    except EventSourceError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    except BrokenPipeError:
-        # The reader went away (``| head``): not an error of ours.
-        with contextlib.suppress(OSError):
-            sys.stdout.close()
-        return 0
-    return 0
 
 
 if __name__ == "__main__":
