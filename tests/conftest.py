@@ -73,6 +73,7 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
         cluster.stop()
 
 
+@pytest.fixture
 def browser_required() -> None:
     """Skip a browser test when Chromium or playwright-core is missing
     (fail instead when ``CI=true``)."""

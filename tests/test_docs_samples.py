@@ -208,6 +208,7 @@ async def _serve_on_a_free_port(
 
 
 _trio_sse.serve = _serve_on_a_free_port
+_trio_sse._serve.serve = _serve_on_a_free_port  # what trio_sse.run() calls
 # Ctrl+C works as in a terminal even when the test runs in the background
 # (a non-interactive shell starts background jobs with SIGINT ignored).
 _signal.signal(_signal.SIGINT, _signal.default_int_handler)

@@ -30,10 +30,6 @@ from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
 
 __all__ = ["SHUTDOWN_SCOPE_KEY", "run", "serve"]
 
-#: The ASGI scope key under which :func:`serve` puts its
-#: :class:`~trio_sse.ShutdownSignal`; streaming responses end cleanly when
-#: it is set.
-
 _Scope = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
