@@ -229,3 +229,58 @@ async def test_channel_style_reading_converts_and_fills_ids() -> None:
     assert (first.data, second.data) == ("a", "b")
     assert second.id == stream.last_id
     await events.aclose()
+
+
+# --- the reset event, when a Last-Event-ID cannot be replayed ------------------------
+
+
+async def test_replay_reset_event_when_the_id_was_trimmed() -> None:
+    config = SseConfig(keep_alive=None, replay_reset_event="reset")
+    bc: Broadcaster[str, str] = Broadcaster(config=config, history=2)
+    probe = bc.subscribe("k")
+    for item in ("a", "b", "c", "d"):
+        bc.send("k", item)
+    first = probe.receive_nowait()
+    assert first == "a"
+    trimmed, kept = probe.last_id, None
+    probe.receive_nowait()
+    probe.receive_nowait()
+    kept = probe.last_id  # "c" is still retained, and "d" after it
+    probe.close()
+    cases = [(trimmed, ["reset"]), (kept, ["message"]), ("nonsense", ["reset"])]
+    for last_id, expected in cases:
+        stream = bc.subscribe("k", last_event_id=last_id)
+        bc.send("k", "live")
+        with trio.fail_after(5):
+            async with open_stream(bc.response(stream), "/") as events:
+                got = await events.__anext__()
+                assert [got.type] == expected
+                if got.type == "reset":
+                    assert got.data == ""
+                    assert (await events.__anext__()).data == "live"
+                else:
+                    assert got.data == "d"
+
+
+async def test_no_reset_event_unless_configured_or_without_an_id() -> None:
+    for config, last_id in [
+        (SseConfig(keep_alive=None), "nonsense"),
+        (SseConfig(keep_alive=None, replay_reset_event="reset"), None),
+    ]:
+        bc: Broadcaster[str, str] = Broadcaster(config=config, history=2)
+        stream = bc.subscribe("k", last_event_id=last_id)
+        bc.send("k", "live")
+        with trio.fail_after(5):
+            async with open_stream(bc.response(stream), "/") as events:
+                got = await events.__anext__()
+        assert (got.type, got.data) == ("message", "live")
+
+
+def test_replay_reset_event_must_be_a_name() -> None:
+    from trio_sse import ConfigError
+
+    for bad in ("", "a\nb", 3):
+        with pytest.raises(ConfigError) as info:
+            SseConfig(replay_reset_event=bad)  # type: ignore[arg-type]
+        assert info.value.key == "replay_reset_event"
+    assert SseConfig.from_mapping({"replay_reset_event": "x"}).replay_reset_event == "x"

@@ -88,6 +88,23 @@ class SseConfig:
         default=0.05, converter=_to_seconds, validator=_seconds(allow_zero=True)
     )
 
+    #: The name of an event sent (with empty data) before the live events
+    #: when a reconnecting client's ``Last-Event-ID`` could not be replayed
+    #: (trimmed from the history, or unknown), so that the page refetches its
+    #: state; ``None`` (the default) sends nothing.
+    replay_reset_event: str | None = attrs.field(default=None)
+
+    @replay_reset_event.validator
+    def _check_reset(self, attr: attrs.Attribute[Any], value: object) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str) or not value or any(c in value for c in "\r\n"):
+            raise ConfigError(
+                f"{attr.name} must be an event name (no CR or LF) or None,"
+                f" got {value!r}",
+                key=attr.name,
+            )
+
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> SseConfig:
         """Build a config from the ``sse:`` section of an application config.

@@ -379,7 +379,12 @@ class StreamDriver:
                     self.fire(Trigger.DISCONNECT)
                 else:
                     self.fire(Trigger.OPENED)
-                    await self._write_loop(source, rx is None)
+                    reset = b""
+                    try:
+                        reset = await self._replay_reset()
+                    except Exception as exc:
+                        self._source_end = self._source_failed(exc, self._source)
+                    await self._write_loop(source, rx is None, reset)
                 nursery.cancel_scope.cancel()
         finally:
             # Cancelled from outside (the server's own nursery): the client
@@ -409,6 +414,26 @@ class StreamDriver:
     def _opening(self) -> bytes:
         retry = self._config.retry
         return comment() if retry is None else Event(retry=retry).encode()
+
+    async def _replay_reset(self) -> bytes:
+        """The reset event, when the source could not replay what was missed.
+
+        A source that replays (a :class:`~trio_sse.BroadcastStream`) knows
+        whether the client's ``Last-Event-ID`` was still retained once it is
+        entered; with ``SseConfig.replay_reset_event`` set, a client whose
+        id was trimmed away (or is unknown) is told so before the live
+        events, so that it refetches its state.
+        """
+        name = self._config.replay_reset_event
+        source = self._source
+        if name is None or not hasattr(source, "replay_complete"):
+            return b""
+        enter = getattr(source, "__aenter__", None)
+        if enter is not None:
+            await enter()  # a backend that replays over the network reads now
+        if source.replay_complete:
+            return b""
+        return Event("", event=name).encode()
 
     def _encode(self, item: object) -> bytes | None:
         """The bytes of one item, or ``None`` (logged once) if it cannot be written."""
@@ -491,7 +516,7 @@ class StreamDriver:
                 pending.append(data)
                 return len(data)
 
-    async def _write_loop(self, source: Any, encode: bool) -> None:
+    async def _write_loop(self, source: Any, encode: bool, first: bytes) -> None:
         """The writer: batch what is ready into one write; wait; keep alive.
 
         It waits for the source inside a cancel scope that spans many
@@ -502,7 +527,7 @@ class StreamDriver:
         keep_alive = comment()
         delay = self._config.write_delay
         behind = 0  # writes in a row after which events were waiting
-        pending = [self._opening()]
+        pending = [self._opening() + first]
         size = len(pending[0])
         receive_nowait = getattr(source, "receive_nowait", None)
         batch = getattr(source, "receive_batch_nowait", None)
