@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import pytest
 import trio
@@ -438,3 +439,47 @@ def test_repr_mentions_the_key() -> None:
     assert "'room'" in repr(stream) and "open" in repr(stream)
     stream.close()
     assert "closed" in repr(stream)
+
+
+# --- max_event_bytes ------------------------------------------------------------------
+
+
+def test_events_over_max_event_bytes_are_refused_at_publish() -> None:
+    from trio_sse import InvalidEvent, SseConfig
+
+    bc: Broadcaster[str, Any] = Broadcaster(
+        config=SseConfig(max_event_bytes=1000), history=10
+    )
+    stream = bc.subscribe("k")
+    small = Event("x" * 900)
+    assert bc.send("k", small) == 1
+    # Newlines cost "data: " each on the wire: 200 lines of 1 char are over.
+    for item in (Event("y\n" * 200), Event("z" * 2000), "w" * 2000, b"q" * 2000):
+        with pytest.raises(InvalidEvent, match="max_event_bytes"):
+            bc.send("k", item)
+    with pytest.raises(InvalidEvent, match="10,000,000"):
+        bc.send("k", Event("\n" * 10_000_000))  # refused before encoding
+    try:
+        assert [e.data for e in stream.receive_batch_nowait(10)] == [small.data]
+        with pytest.raises(trio.WouldBlock):
+            stream.receive_nowait()
+        epoch = (stream.last_id or "").split("-")[0]
+    finally:
+        stream.close()
+    # Nothing refused was kept for a replay either.
+    late = bc.subscribe("k", last_event_id=f"{epoch}-0")
+    try:
+        assert [e.data for e in late.receive_batch_nowait(10)] == [small.data]
+    finally:
+        late.close()
+
+
+async def test_max_event_bytes_applies_to_publish_and_can_be_off() -> None:
+    from trio_sse import InvalidEvent, SseConfig
+
+    bc: Broadcaster[str, Any] = Broadcaster(config=SseConfig(max_event_bytes=100))
+    with pytest.raises(InvalidEvent):
+        await bc.publish("k", Event("x" * 200))
+    assert SseConfig().max_event_bytes == 1_048_576
+    free: Broadcaster[str, Any] = Broadcaster(config=SseConfig(max_event_bytes=None))
+    assert free.send("k", Event("x" * 2_000_000)) == 0

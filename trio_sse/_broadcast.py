@@ -30,7 +30,7 @@ import trio
 from ._backend import Backend, MemoryBackend, Replay, parse_event_id
 from ._config import SseConfig
 from ._driver import Sender
-from ._errors import ConfigError, Lagged, SseError, UnwritableItem
+from ._errors import ConfigError, InvalidEvent, Lagged, SseError, UnwritableItem
 from ._event import Event
 from ._response import SseResponse, sse_channel
 from ._streams import as_event, cast, mapped
@@ -603,6 +603,7 @@ class Broadcaster(Generic[K, T]):
         :raises SseError: if the backend publishes over the network; use
             ``await broadcaster.publish(key, item)`` then.
         """
+        self._check_size(item)
         try:
             _, count = self._backend.publish_nowait(key, item)
         except trio.WouldBlock:
@@ -615,9 +616,38 @@ class Broadcaster(Generic[K, T]):
 
     async def publish(self, key: K, item: T) -> str:
         """Publish ``item`` to ``key`` through the backend; return its event id."""
+        self._check_size(item)
         event_id = await self._backend.publish(key, item)
         self._published += 1
         return event_id
+
+    def _check_size(self, item: object) -> None:
+        """Refuse an event over ``config.max_event_bytes`` before it goes anywhere.
+
+        The size is counted, not encoded (the event is still encoded once,
+        for its first subscriber): text longer than the limit is refused
+        after a length check, shorter text after counting its line ends.
+        """
+        limit = self.config.max_event_bytes
+        if limit is None:
+            return
+        if isinstance(item, Event):
+            size = _data_size(item.data, limit) + sum(
+                len(text) + 10
+                for text in (item.id, item.event, item.comment)
+                if text is not None
+            )
+        elif isinstance(item, str):
+            size = _data_size(item, limit)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            size = len(item)
+        else:
+            return
+        if size > limit:
+            raise InvalidEvent(
+                f"event of at least {size:,} bytes is over "
+                f"SseConfig.max_event_bytes ({limit:,}); not published"
+            )
 
     def deliver(self, key: K, event_id: str, item: T) -> int:
         """Queue an item the backend published for the local subscribers of ``key``.
@@ -857,6 +887,19 @@ class Broadcaster(Generic[K, T]):
                     self._unregister(sub)
             nursery.cancel_scope.cancel()
             await manager.__aexit__(None, None, None)
+
+
+def _data_size(data: str | None, limit: int) -> int:
+    """The encoded size of ``data:`` lines for ``data`` (at least ``limit + 1``
+    when the text alone is over the limit)."""
+    if data is None:
+        return 1
+    if len(data) > limit:
+        return len(data)
+    lines = data.count("\n") + data.count("\r") - data.count("\r\n") + 1
+    ends = data.count("\n") + data.count("\r")
+    size = len(data) if data.isascii() else len(data.encode("utf-8"))
+    return size - ends + 7 * lines + 1
 
 
 def cast_events(

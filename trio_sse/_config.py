@@ -88,6 +88,17 @@ class SseConfig:
         default=0.05, converter=_to_seconds, validator=_seconds(allow_zero=True)
     )
 
+    #: The largest event a broadcaster publishes, in encoded bytes (the
+    #: ``data:`` prefix of every line included): a larger one is refused at
+    #: publish time with :class:`~trio_sse.InvalidEvent`, never written or
+    #: kept in history. ``None``: no limit.
+    max_event_bytes: int | None = attrs.field(default=1_048_576)
+
+    @max_event_bytes.validator
+    def _check_max_event(self, attr: attrs.Attribute[Any], value: object) -> None:
+        if value is not None:
+            _positive_int(self, attr, value)
+
     #: The name of an event sent (with empty data) before the live events
     #: when a reconnecting client's ``Last-Event-ID`` could not be replayed
     #: (trimmed from the history, or unknown), so that the page refetches its
@@ -154,4 +165,5 @@ _KEYS: Mapping[str, str] = {
     "shutdown_retry_secs": "shutdown_retry",
     "coalesce_max_bytes": "coalesce_bytes",
     "write_delay_secs": "write_delay",
+    "max_event_size_bytes": "max_event_bytes",
 }
