@@ -132,3 +132,16 @@ def test_config_error_key_for_every_bad_field() -> None:
     with pytest.raises(ConfigError) as info:
         SseConfig.from_mapping({"nope": 1})
     assert info.value.key == "nope"
+
+
+def test_max_lifetime_is_positive_or_none() -> None:
+    from trio_sse import SseResponse
+
+    assert SseConfig().max_lifetime is None
+    assert SseConfig.from_mapping({"max_lifetime_secs": 60}).max_lifetime == 60
+    for bad in (0, -1, "long"):
+        with pytest.raises(ConfigError) as info:
+            SseConfig(max_lifetime=bad)  # type: ignore[arg-type]
+        assert info.value.key == "max_lifetime"
+        with pytest.raises(ConfigError):
+            SseResponse(None, lifetime=bad)  # type: ignore[arg-type]

@@ -550,3 +550,76 @@ async def test_a_stream_that_is_behind_gathers_events_into_one_write(
         assert len(transport.writes) == before + 1
         assert trio.current_time() == now
         tx.close()
+
+
+# -- maximum lifetime ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retry", "final"), [(None, b"retry: 0\n\n"), (2, b"retry: 2000\n\n")]
+)
+async def test_a_stream_ends_at_its_lifetime_with_a_final_retry(
+    autojump_clock: trio.testing.MockClock, retry: float | None, final: bytes
+) -> None:
+    tx, rx = trio.open_memory_channel[Any](10)
+    async with trio.open_nursery() as nursery:
+        driver, transport, done = run_driver(
+            nursery, rx, SseConfig(retry=retry, keep_alive=4), lifetime=10
+        )
+        start = trio.current_time()
+        await done.wait()
+    # Up to 10 % earlier, never later; keep-alives went on until then.
+    assert 9 <= trio.current_time() - start <= 10
+    assert transport.writes[-1].endswith(final)
+    assert b":\n" in transport.writes[1:]
+    assert driver.end is End.LIFETIME and transport.closed_with is End.LIFETIME
+    assert driver.trace[-3:] == [S.STOPPING, S.DRAINING, S.CLOSED]
+    tx.close()
+
+
+async def test_lifetimes_are_spread_over_ten_percent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ends: list[float] = []
+
+    async def one() -> None:
+        _, rx = trio.open_memory_channel[Any](1)
+        driver = StreamDriver(FakeTransport(), rx, SseConfig(max_lifetime=100))
+        await driver.run()
+        ends.append(trio.current_time())
+        assert driver.end is End.LIFETIME
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(one)
+    assert all(90 <= end <= 100 for end in ends)
+    assert len(set(ends)) > 1
+
+
+async def test_lifetime_then_reconnect_misses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_sse import SseResponse
+    from trio_sse.testing import open_stream
+
+    bc: Broadcaster[str, Event] = Broadcaster(
+        config=SseConfig(keep_alive=None), history=100
+    )
+    got: list[str] = []
+    last_id: str | None = None
+
+    async def publisher() -> None:
+        for i in range(30):
+            await trio.sleep(1)
+            bc.send("k", Event(f"e{i}"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher)
+        while len(got) < 30:
+            stream = bc.subscribe("k", last_event_id=last_id)
+            response = SseResponse(stream, config=bc.config, lifetime=7)
+            async with open_stream(response, "/") as events:
+                async for event in events:
+                    got.append(event.data)
+                    last_id = event.last_event_id
+    assert got == [f"e{i}" for i in range(30)]

@@ -88,6 +88,11 @@ class SseConfig:
         default=0.05, converter=_to_seconds, validator=_seconds(allow_zero=True)
     )
 
+    #: End every stream after this long (less up to 10 % at random), with a
+    #: final ``retry:``, so that clients reconnect (with ``Last-Event-ID``,
+    #: missing nothing): to check a token again, or to rebalance a fleet
+    #: after a deploy. ``None``: streams live as long as their clients.
+    max_lifetime: float | None = _duration(None, allow_zero=False)
     #: The largest event a broadcaster publishes, in encoded bytes (the
     #: ``data:`` prefix of every line included): a larger one is refused at
     #: publish time with :class:`~trio_sse.InvalidEvent`, never written or
@@ -166,4 +171,5 @@ _KEYS: Mapping[str, str] = {
     "coalesce_max_bytes": "coalesce_bytes",
     "write_delay_secs": "write_delay",
     "max_event_size_bytes": "max_event_bytes",
+    "max_lifetime_secs": "max_lifetime",
 }

@@ -14,7 +14,7 @@ through :data:`TRANSITIONS` (the model is h11's ``_state.py``)::
     OPENING --OPENED--> WAITING --WRITE--> SENDING --WROTE--> WAITING
     WAITING --SOURCE_ENDED--> CLOSED           (the source ended, lagged, failed)
     OPENING | WAITING | SENDING --STOP--> STOPPING --FINAL_WRITE--> DRAINING
-    DRAINING --WROTE--> CLOSED                 (shutdown: the final retry is out)
+    DRAINING --WROTE--> CLOSED                 (the final retry is out)
     any state --DISCONNECT | STALL | FAIL--> CLOSED
 
 Three tasks share it, none holding a flag of its own: the writer (the
@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import random
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol, final
 
@@ -93,7 +94,7 @@ class Trigger(enum.Enum):
     WROTE = "wrote"
     #: The source has nothing more to give (ended, lagged or failed).
     SOURCE_ENDED = "source ended"
-    #: The server begins to shut down.
+    #: The server begins to shut down, or the stream's lifetime is over.
     STOP = "stop"
     #: The writer starts the final write of a stopping stream.
     FINAL_WRITE = "final write"
@@ -120,6 +121,8 @@ class End(enum.Enum):
     TIMED_OUT = "timed out"
     #: The server shut down.
     SHUTDOWN = "shutdown"
+    #: The stream reached its maximum lifetime (the client reconnects).
+    LIFETIME = "lifetime"
 
 
 _S, _T = State, Trigger
@@ -257,7 +260,9 @@ class StreamDriver:
     __slots__ = (
         "_config",
         "_ended_as",
+        "_ends_at",
         "_function",
+        "_lifetime",
         "_limit",
         "_logged_item",
         "_nursery_scope",
@@ -267,6 +272,7 @@ class StreamDriver:
         "_source",
         "_source_closed",
         "_source_end",
+        "_stop_end",
         "_transport",
         "_wait_scope",
         "end",
@@ -284,6 +290,7 @@ class StreamDriver:
         function: ChannelFunction | None = None,
         on_message: MessageHandler | None = None,
         shutdown: ShutdownSignal | trio.Event | None = None,
+        lifetime: float | None = None,
     ) -> None:
         self._transport = transport
         self._source = source
@@ -308,6 +315,16 @@ class StreamDriver:
         self._nursery_scope: trio.CancelScope | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._pump_scope = trio.CancelScope()
+        if lifetime is None:
+            lifetime = config.max_lifetime
+        # The stream's lifetime, shortened by up to 10 % at random so that
+        # the clients of a fleet do not all reconnect at once.
+        self._lifetime = (
+            None if lifetime is None else lifetime * (1 - 0.1 * random.random())
+        )
+        self._ends_at = math.inf
+        # Why the stream stops (SHUTDOWN or LIFETIME), once STOP came.
+        self._stop_end = End.SHUTDOWN
 
     # -- the state machine ----------------------------------------------------
 
@@ -353,6 +370,8 @@ class StreamDriver:
             async with trio.open_nursery() as nursery:
                 self._nursery_scope = nursery.cancel_scope
                 self.last_write = trio.current_time()
+                if self._lifetime is not None:
+                    self._ends_at = self.last_write + self._lifetime
                 if self._on_message is None:
                     nursery.start_soon(self._watch, True)
                 else:
@@ -586,14 +605,19 @@ class StreamDriver:
         return await self._send(body)
 
     async def _final_write(self, pending: list[bytes]) -> None:
-        retry = self._config.shutdown_retry
+        config = self._config
+        if self._stop_end is End.LIFETIME:
+            # Come back soon (the lifetime's jitter spreads the clients).
+            retry: float | None = config.retry if config.retry is not None else 0.0
+        else:
+            retry = config.shutdown_retry
         if retry is not None:
             pending.append(Event(retry=retry).encode())
         self.fire(Trigger.FINAL_WRITE)
         if pending:
             await self._send(b"".join(pending))
         else:
-            self.fire(Trigger.WROTE, End.SHUTDOWN)
+            self.fire(Trigger.WROTE, self._stop_end)
 
     async def _send(self, body: bytes) -> bool:
         now = trio.current_time()
@@ -607,7 +631,7 @@ class StreamDriver:
         finally:
             self.write_started = None
         self.last_write = trio.current_time()
-        return self.fire(Trigger.WROTE, End.SHUTDOWN) is not State.CLOSED
+        return self.fire(Trigger.WROTE, self._stop_end) is not State.CLOSED
 
     # -- the watcher ------------------------------------------------------------
 
@@ -616,6 +640,11 @@ class StreamDriver:
         config = self._config
         keep_alive = config.keep_alive or None
         limit = config.write_timeout
+        if now >= self._ends_at:
+            self._ends_at = math.inf
+            if self.state is not State.STOPPING:
+                self._stop_end = End.LIFETIME
+                self.fire(Trigger.STOP)
         started = self.write_started
         if started is not None:
             # A write in progress: the watchdog. Look again at the latest one
@@ -623,7 +652,9 @@ class StreamDriver:
             due = math.inf if limit is None else started + limit
             if now >= due:
                 return None
-            return min(due, now + keep_alive) if keep_alive is not None else due
+            if keep_alive is not None:
+                due = min(due, now + keep_alive)
+            return min(due, self._ends_at)
         check_at = math.inf if limit is None else now + limit
         if keep_alive is not None:
             due = self.last_write + keep_alive
@@ -632,7 +663,7 @@ class StreamDriver:
                     self._wait_scope.cancel()
                 due = now + keep_alive
             check_at = min(check_at, due)
-        return check_at
+        return min(check_at, self._ends_at)
 
     async def _watch(self, receive: bool) -> None:
         """Time keep-alives and the write timeout; with ``receive``, also

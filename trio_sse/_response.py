@@ -81,6 +81,9 @@ class SseResponse:
     :param status: the HTTP status.
     :param headers: extra response headers (a mapping or ``(name, value)``
         pairs); a name also set by default replaces the default.
+    :param lifetime: end this stream after that many seconds (less up to
+        10 % at random) with a final ``retry:``, for example when the
+        client's token expires; default ``config.max_lifetime``.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class SseResponse:
         config: SseConfig | None = None,
         status: int = 200,
         headers: Headers | None = None,
+        lifetime: float | None = None,
     ) -> None:
         if isinstance(status, bool) or not isinstance(status, int):
             raise TypeError(f"status must be an int, got {status!r}")
@@ -110,6 +114,11 @@ class SseResponse:
         #: The response headers as ASGI ``(name, value)`` byte pairs
         #: (``connection: keep-alive`` is added per request on HTTP/1).
         self.headers = build_headers(headers)
+        if lifetime is not None:
+            # Validated as SseConfig.max_lifetime is.
+            SseConfig(max_lifetime=lifetime)
+        #: This stream's maximum lifetime (``None``: ``config.max_lifetime``).
+        self.lifetime = lifetime
         self._function: ChannelFunction | None = None
         self._called = False
 
@@ -145,6 +154,7 @@ class SseResponse:
             self.config,
             function=self._function,
             shutdown=shutdown_of(scope),
+            lifetime=self.lifetime,
         )
         await driver.run()
 

@@ -39,6 +39,8 @@ CLOSE_CODES: Final[Mapping[End, int]] = {
     End.LAGGED: 1000,
     # Going away: the server shuts down.
     End.SHUTDOWN: 1001,
+    # The stream's lifetime is over: the client reconnects.
+    End.LIFETIME: 1001,
     # Policy violation: the client did not read within the write timeout.
     End.TIMED_OUT: 1008,
     # Internal error: the source or the message handler failed (logged).
