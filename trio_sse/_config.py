@@ -88,6 +88,31 @@ class SseConfig:
         default=0.05, converter=_to_seconds, validator=_seconds(allow_zero=True)
     )
 
+    #: Open streams (SSE and WebSocket) a server process serves at most;
+    #: a request over the cap is refused before its stream starts. Counted
+    #: by :func:`~trio_sse.serve`, per call. ``None``: no cap.
+    max_streams: int | None = attrs.field(default=None)
+
+    @max_streams.validator
+    def _check_max_streams(self, attr: attrs.Attribute[Any], value: object) -> None:
+        if value is not None:
+            _positive_int(self, attr, value)
+
+    #: The ``retry:`` (or ``Retry-After``) of a refused stream, in seconds,
+    #: with up to ± 20 % jitter.
+    overload_retry: float = _duration(5.0)
+    #: How a stream over ``max_streams`` is refused: ``200`` with a
+    #: ``retry:`` and an immediate end (a browser's EventSource gives up for
+    #: good after any other status), or ``503`` with ``Retry-After``.
+    overload_status: int = attrs.field(default=200)
+
+    @overload_status.validator
+    def _check_status(self, attr: attrs.Attribute[Any], value: object) -> None:
+        if value not in (200, 503) or isinstance(value, bool):
+            raise ConfigError(
+                f"{attr.name} must be 200 or 503, got {value!r}", key=attr.name
+            )
+
     #: End every stream after this long (less up to 10 % at random), with a
     #: final ``retry:``, so that clients reconnect (with ``Last-Event-ID``,
     #: missing nothing): to check a token again, or to rebalance a fleet
@@ -172,4 +197,5 @@ _KEYS: Mapping[str, str] = {
     "write_delay_secs": "write_delay",
     "max_event_size_bytes": "max_event_bytes",
     "max_lifetime_secs": "max_lifetime",
+    "overload_retry_secs": "overload_retry",
 }

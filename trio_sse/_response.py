@@ -8,6 +8,7 @@ into ``http.response.body`` messages and ``http.disconnect`` into the end.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable
 from typing import Any, final
 
@@ -17,8 +18,11 @@ from ._asgi import Headers, Receive, Scope, Send, build_headers, shutdown_of
 from ._config import SseConfig
 from ._driver import ChannelFunction, End, StreamDriver, is_direct
 from ._event import Event
+from ._limits import STREAMS_SCOPE_KEY, StreamCount, refusal
 
 __all__ = ["SseResponse", "sse_channel"]
+
+logger = logging.getLogger("trio_sse")
 
 #: What a stream may yield and ``Sender.send`` accepts.
 EventLike = Event | str | bytes
@@ -147,27 +151,53 @@ class SseResponse:
         if scope.get("method") == "HEAD":
             await self._head(start, send)
             return
-        transport = _HttpTransport(start, receive, send, head=False)
-        driver = StreamDriver(
-            transport,
-            self.stream,
-            self.config,
-            function=self._function,
-            shutdown=shutdown_of(scope),
-            lifetime=self.lifetime,
-        )
-        await driver.run()
-
-    async def _head(self, start: dict[str, Any], send: Send) -> None:
-        """Answer ``HEAD``: the headers, an empty body, the stream closed."""
+        count = scope.get(STREAMS_SCOPE_KEY)
+        if isinstance(count, StreamCount) and not count.acquire(
+            self.config.max_streams
+        ):
+            await self._refuse(start, send)
+            return
         try:
-            await send(start)  # type: ignore[arg-type]
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            transport = _HttpTransport(start, receive, send, head=False)
+            driver = StreamDriver(
+                transport,
+                self.stream,
+                self.config,
+                function=self._function,
+                shutdown=shutdown_of(scope),
+                lifetime=self.lifetime,
+            )
+            await driver.run()
         finally:
-            aclose = getattr(self.stream, "aclose", None)
-            if aclose is not None:
-                with trio.CancelScope(shield=True):
-                    await aclose()
+            if isinstance(count, StreamCount):
+                count.release()
+
+    async def _refuse(self, start: dict[str, Any], send: Send) -> None:
+        """Refuse a stream over ``config.max_streams``: see :func:`refusal`."""
+        status, extra, body = refusal(self.config)
+        logger.warning(
+            "SSE stream refused: %d streams open (max_streams); answered %d",
+            self.config.max_streams,
+            status,
+        )
+        if status != 200:
+            start = {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain"), *extra],
+            }
+        await self._head(start, send, body)
+
+    async def _head(self, start: dict[str, Any], send: Send, body: bytes = b"") -> None:
+        """Close the stream at once, then answer with ``start`` and ``body``
+        only (``HEAD``, or a refused stream): no subscriber outlives the
+        answer."""
+        aclose = getattr(self.stream, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
+        await send(start)  # type: ignore[arg-type]
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def sse_channel(

@@ -26,6 +26,7 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from ._config import SseConfig
+from ._limits import STREAMS_SCOPE_KEY, StreamCount
 from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
 
 __all__ = ["SHUTDOWN_SCOPE_KEY", "run", "serve"]
@@ -517,8 +518,9 @@ async def _lifespan(app: _App, scope: _Scope, receive: _Receive, send: _Send) ->
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _wrap(app: _App, shutdown: ShutdownSignal) -> _App:
-    """Wrap *app* so every http and websocket scope carries *shutdown*."""
+def _wrap(app: _App, shutdown: ShutdownSignal, streams: StreamCount) -> _App:
+    """Wrap *app* so every http and websocket scope carries *shutdown* and
+    the server's stream count."""
 
     async def asgi(scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] == "lifespan":
@@ -527,6 +529,7 @@ def _wrap(app: _App, shutdown: ShutdownSignal) -> _App:
         if scope["type"] in ("http", "websocket"):
             scope = dict(scope)
             scope[SHUTDOWN_SCOPE_KEY] = shutdown
+            scope[STREAMS_SCOPE_KEY] = streams
         await app(scope, receive, send)
 
     return asgi
@@ -607,7 +610,7 @@ async def serve(
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
-    asgi = _wrap(app, shutdown)
+    asgi = _wrap(app, shutdown, StreamCount())
 
     with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
         # The worker listens on this very socket (through create_sockets());

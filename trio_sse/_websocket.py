@@ -23,6 +23,7 @@ import trio
 from ._asgi import Receive, Scope, Send, shutdown_of
 from ._config import SseConfig
 from ._driver import End, MessageHandler, StreamDriver, Transport, is_direct
+from ._limits import STREAMS_SCOPE_KEY, StreamCount
 from ._response import EventLike
 from ._shutdown import ShutdownSignal
 
@@ -162,9 +163,22 @@ class WebSocketResponse:
             self.end = End.DISCONNECTED
             await _aclose_now(self.stream)
             return
-        await self.run(
-            _AsgiWebSocketTransport(receive, send), shutdown=shutdown_of(scope)
-        )
+        count = scope.get(STREAMS_SCOPE_KEY)
+        if isinstance(count, StreamCount) and not count.acquire(
+            self.config.max_streams
+        ):
+            # Over max_streams: close before accepting (try again later).
+            self.end = End.DISCONNECTED
+            await _aclose_now(self.stream)
+            await send({"type": "websocket.close", "code": 1013, "reason": ""})
+            return
+        try:
+            await self.run(
+                _AsgiWebSocketTransport(receive, send), shutdown=shutdown_of(scope)
+            )
+        finally:
+            if isinstance(count, StreamCount):
+                count.release()
 
     async def run(
         self,
