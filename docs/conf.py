@@ -36,10 +36,12 @@ nitpick_ignore_regex = [
         r"(collections\.abc|datetime|enum|json|random|ssl|trio|httpx|hypercorn"
         r"|starlette|fastapi|quart|werkzeug|trio_websocket|coredis|anyio)(\..*)?",
     ),
-    (r"py:.*", r"(trio_sse\.(redis|_\w+)\.)?(K|T|U|K_contra|T_contra)"),
+    (r"py:.*", r"(trio_sse\.(redis|_\w+)\.)?(K|T|U|E|K_contra|T_contra)"),
     # The stream driver's types appear in transport signatures; the driver
     # is described in responses.md, not in the reference.
     (r"py:.*", r"(trio_sse\._driver\.)?(End|Transport|MessageHandler|ChannelFunction)"),
+    # The private base of the two reconnecting sources.
+    (r"py:class", r"trio_sse\._reconnect\.ReconnectingSource.*"),
 ]
 nitpick_ignore = [
     # Private names in public signatures.

@@ -28,13 +28,13 @@ import math
 import random
 import signal
 import sys
-from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 
 import trio
 
 from ._errors import SseError
-from ._parser import EventParser, MessageEvent, ParseError
+from ._parser import MessageEvent, ParseError
+from ._reconnect import ReconnectingSource, backoff_delay
 
 try:
     import httpx
@@ -59,12 +59,6 @@ logger = logging.getLogger("trio_sse.client")
 #: The media type an event stream must be served with.
 EVENT_STREAM = "text/event-stream"
 
-# Failed attempts after the first back off from at least this many seconds, so
-# a server that sends ``retry: 0`` and then refuses connections is not
-# hammered in a tight loop.
-_MIN_BACKOFF = 0.1
-# Bounds the exponent so that the computation never overflows.
-_MAX_EXPONENT = 64
 # Buffered chunks read while unwinding a response on close, at most.
 _MAX_UNWIND_CHUNKS = 64
 
@@ -110,26 +104,6 @@ class ConnectTimeout(NetworkError):
 
 class ReadTimeout(NetworkError):
     """No bytes, not even a keep-alive comment, arrived for ``timeout`` seconds."""
-
-
-def backoff_delay(
-    base: float, failures: int, max_delay: float, rng: random.Random
-) -> float:
-    """Return how many seconds to wait before the next reconnection attempt.
-
-    ``base`` is the reconnection time (the server's ``retry:`` or the
-    client's default) and ``failures`` the number of consecutive reconnections
-    so far, this one included: 1 after a stream ended or dropped, more when
-    attempts keep failing. The first reconnection waits exactly ``base``, as
-    a browser does. Each further one waits a random time in the upper half of
-    ``base * 2 ** (failures - 1)`` (from at least 0.1 s), so clients that lost
-    the same server spread out. Everything is capped at ``max_delay``.
-    """
-    if failures <= 1:
-        return min(base, max_delay)
-    exponent = min(failures - 1, _MAX_EXPONENT)
-    ceiling = min(max_delay, max(base, _MIN_BACKOFF) * 2.0**exponent)
-    return rng.uniform(ceiling / 2, ceiling)
 
 
 def _is_event_stream(content_type: str | None) -> bool:
@@ -181,13 +155,15 @@ async def _unwind(chunks: AsyncIterator[bytes]) -> None:
         await aclose()
 
 
-class EventSource:
+class EventSource(ReconnectingSource[EventSourceError]):
     """An async iterator of the :class:`~trio_sse.MessageEvent` of one stream.
 
     Get one from :func:`open_event_source`. Iterating connects (and
     reconnects) as needed; iteration ends only when the server answers 204
     or when ``max_reconnects`` gives up on a stream that ended cleanly.
     """
+
+    _logger = logger
 
     def __init__(
         self,
@@ -204,67 +180,26 @@ class EventSource:
         max_event_size: int | None,
         rng: random.Random,
     ) -> None:
+        super().__init__(
+            url,
+            last_event_id=last_event_id,
+            retry=retry,
+            max_retry=max_retry,
+            timeout=timeout,
+            retry_statuses=retry_statuses,
+            max_reconnects=max_reconnects,
+            max_event_size=max_event_size,
+            rng=rng,
+        )
         self._client = client
-        #: The URL of the event stream.
-        self.url = url
         self._headers = dict(headers or {})
-        self._timeout = math.inf if timeout is None else timeout
-        self._max_retry = max_retry
-        self._retry_statuses = frozenset(retry_statuses)
-        self._max_reconnects = max_reconnects
-        self._rng = rng
-        self._retry = retry
-        self._committed_id = last_event_id or ""
-        self._delivered_id = self._committed_id
-        #: How many times the client reconnected (attempts after the first).
-        self.reconnects = 0
-        #: The error behind the latest reconnection, or ``None`` when the
-        #: server ended the stream cleanly (or no reconnection happened yet).
-        self.last_error: EventSourceError | None = None
-        self._failures = 0
-        self._started = False
-        self._done = False
-        self._closed = False
         self._response: httpx.Response | None = None
         self._chunks: AsyncIterator[bytes] | None = None
-        # One parser for the source's whole life: it keeps the last event id
-        # and the server's ``retry`` across connections.
-        self._parser = EventParser(
-            last_event_id=self._committed_id, max_event_size=max_event_size
-        )
-        self._pending: deque[MessageEvent] = deque()
-
-    @property
-    def last_event_id(self) -> str:
-        """The id of the latest event handed out (sent as ``Last-Event-ID``)."""
-        return self._delivered_id if self._pending else self._committed_id
-
-    @property
-    def retry(self) -> float:
-        """The reconnection time in seconds: the server's ``retry:`` or the default."""
-        return self._retry
 
     @property
     def connected(self) -> bool:
         """Whether a response is open and being read."""
         return self._chunks is not None
-
-    def __aiter__(self) -> EventSource:
-        return self
-
-    async def __anext__(self) -> MessageEvent:
-        if self._closed:
-            raise trio.ClosedResourceError("this EventSource was closed")
-        while not self._pending:
-            if self._done:
-                raise StopAsyncIteration
-            if self._chunks is None:
-                await self._connect()
-            else:
-                await self._receive()
-        event = self._pending.popleft()
-        self._delivered_id = event.last_event_id
-        return event
 
     async def aclose(self) -> None:
         """Close the response being read; iterating afterwards is an error."""
@@ -274,29 +209,10 @@ class EventSource:
 
     # -- internals -------------------------------------------------------
 
-    def _fail(self, error: EventSourceError | None) -> None:
-        """Note a dropped stream or a failed attempt; the next one backs off."""
-        self._failures += 1
-        self.last_error = error
-        if error is not None:
-            logger.info("%s; reconnecting", error)
-
     async def _connect(self) -> None:
         await self._discard_response()
-        if self._started:
-            if self._max_reconnects is not None and (
-                self._failures > self._max_reconnects
-            ):
-                self._done = True
-                if self.last_error is not None:
-                    raise self.last_error
-                return
-            delay = backoff_delay(
-                self._retry, self._failures, self._max_retry, self._rng
-            )
-            await trio.sleep(delay)
-            self.reconnects += 1
-        self._started = True
+        if not await self._wait_to_reconnect():
+            return
 
         try:
             with _map_exceptions(self.url):

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import ssl
 import sys
 import urllib.parse
-from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -42,7 +40,8 @@ from ._asgi import last_event_id as _last_event_id
 from ._config import SseConfig
 from ._driver import End
 from ._errors import SseError
-from ._parser import EventParser, MessageEvent, ParseError
+from ._parser import ParseError
+from ._reconnect import ReconnectingSource
 from ._response import EventLike
 from ._shutdown import ShutdownSignal
 from ._websocket import WebSocketResponse, close_code
@@ -70,9 +69,6 @@ __all__ = [
 
 logger = logging.getLogger("trio_sse.websocket")
 
-# Failed attempts after the first back off from at least this many seconds.
-_MIN_BACKOFF = 0.1
-_MAX_EXPONENT = 64
 # The closing handshake of a connection being dropped gets this long.
 _CLOSE_TIMEOUT = 1.0
 # What a failed connection attempt raises (retried).
@@ -112,17 +108,6 @@ class ConnectTimeout(NetworkError):
 
 class ReadTimeout(NetworkError):
     """No message, not even a keep-alive, arrived for ``timeout`` seconds."""
-
-
-def _backoff_delay(
-    base: float, failures: int, max_delay: float, rng: random.Random
-) -> float:
-    """The wait before the next attempt (as :func:`trio_sse.client.backoff_delay`)."""
-    if failures <= 1:
-        return min(base, max_delay)
-    exponent = min(failures - 1, _MAX_EXPONENT)
-    ceiling = min(max_delay, max(base, _MIN_BACKOFF) * 2.0**exponent)
-    return rng.uniform(ceiling / 2, ceiling)
 
 
 @attrs.frozen
@@ -165,13 +150,16 @@ class _Target:
 
 
 @final
-class WebSocketSource:
+class WebSocketSource(ReconnectingSource[WebSocketSourceError]):
     """An async iterator of the :class:`~trio_sse.MessageEvent` of one stream.
 
     Get one from :func:`open_websocket_source`. Iterating connects (and
     reconnects) as needed; iteration ends only when ``max_reconnects`` gives
-    up on a stream the server closed cleanly.
+    up on a stream the server closed cleanly. Its ``url`` gets
+    ``lastEventId`` added per connection.
     """
+
+    _logger = logger
 
     def __init__(
         self,
@@ -189,69 +177,30 @@ class WebSocketSource:
         ssl_context: ssl.SSLContext | None,
         rng: random.Random,
     ) -> None:
+        super().__init__(
+            url,
+            last_event_id=last_event_id,
+            retry=retry,
+            max_retry=max_retry,
+            timeout=timeout,
+            retry_statuses=retry_statuses,
+            max_reconnects=max_reconnects,
+            max_event_size=max_event_size,
+            rng=rng,
+        )
         self._nursery = nursery
-        #: The URL of the stream (``lastEventId`` is added per connection).
-        self.url = url
         self._target = _Target.parse(url)
         self._headers = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-        self._timeout = math.inf if timeout is None else timeout
-        self._max_retry = max_retry
-        self._retry_statuses = frozenset(retry_statuses)
-        self._max_reconnects = max_reconnects
         self._ssl_context = ssl_context
-        self._rng = rng
-        self._retry = retry
-        self._committed_id = last_event_id or ""
-        self._delivered_id = self._committed_id
-        #: How many times the client reconnected (attempts after the first).
-        self.reconnects = 0
-        #: The error behind the latest reconnection, or ``None`` when the
-        #: server closed the stream cleanly (or no reconnection happened yet).
-        self.last_error: WebSocketSourceError | None = None
         #: The close code of the latest connection the server closed.
         self.close_code: int | None = None
-        self._failures = 0
-        self._started = False
-        self._done = False
-        self._closed = False
         self._ws: trio_websocket.WebSocketConnection | None = None
         self._stream: trio.abc.Stream | None = None
-        self._parser = EventParser(
-            last_event_id=self._committed_id, max_event_size=max_event_size
-        )
-        self._pending: deque[MessageEvent] = deque()
-
-    @property
-    def last_event_id(self) -> str:
-        """The id of the latest event handed out (sent as ``lastEventId``)."""
-        return self._delivered_id if self._pending else self._committed_id
-
-    @property
-    def retry(self) -> float:
-        """The reconnection time in seconds: the server's ``retry:`` or the default."""
-        return self._retry
 
     @property
     def connected(self) -> bool:
         """Whether a connection is open and being read."""
         return self._ws is not None
-
-    def __aiter__(self) -> WebSocketSource:
-        return self
-
-    async def __anext__(self) -> MessageEvent:
-        if self._closed:
-            raise trio.ClosedResourceError("this WebSocketSource was closed")
-        while not self._pending:
-            if self._done:
-                raise StopAsyncIteration
-            if self._ws is None:
-                await self._connect()
-            else:
-                await self._receive()
-        event = self._pending.popleft()
-        self._delivered_id = event.last_event_id
-        return event
 
     async def send(self, text: str) -> None:
         """Send a text message to the server on the current connection.
@@ -277,27 +226,10 @@ class WebSocketSource:
 
     # -- internals -------------------------------------------------------
 
-    def _fail(self, error: WebSocketSourceError | None) -> None:
-        self._failures += 1
-        self.last_error = error
-        if error is not None:
-            logger.info("%s; reconnecting", error)
-
     async def _connect(self) -> None:
         await self._disconnect()
-        if self._started:
-            if self._max_reconnects is not None and (
-                self._failures > self._max_reconnects
-            ):
-                self._done = True
-                if self.last_error is not None:
-                    raise self.last_error
-                return
-            await trio.sleep(
-                _backoff_delay(self._retry, self._failures, self._max_retry, self._rng)
-            )
-            self.reconnects += 1
-        self._started = True
+        if not await self._wait_to_reconnect():
+            return
         target = self._target
         stream: trio.abc.Stream | None = None
         try:
