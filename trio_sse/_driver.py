@@ -683,31 +683,31 @@ class StreamDriver:
                 with trio.move_on_at(check_at):
                     if not receive:
                         await trio.sleep_forever()
-                    while True:
-                        try:
-                            message = await self._transport.receive()
-                        except Exception as exc:
-                            logger.debug("SSE receive() failed, client gone: %r", exc)
-                            message = None
-                        if message is None:
-                            self.fire(Trigger.DISCONNECT)
-                            return
+                    while await self._client_message() is not None:
+                        pass
+                    return
         finally:
             # A write stuck in the server's shielded socket write: free the
             # subscription now rather than when that write returns.
             if self.state is State.CLOSED and self.write_started is not None:
                 self._close_source_now()
 
+    async def _client_message(self) -> str | None:
+        """The client's next message; ``None`` (and DISCONNECT) once it left."""
+        try:
+            message = await self._transport.receive()
+        except Exception as exc:
+            logger.debug("receive() failed, client gone: %r", exc)
+            message = None
+        if message is None:
+            self.fire(Trigger.DISCONNECT)
+        return message
+
     async def _read_messages(self, on_message: MessageHandler) -> None:
         """Hand each client message to ``on_message``; notice the client leaving."""
         while True:
-            try:
-                message = await self._transport.receive()
-            except Exception as exc:
-                logger.debug("receive() failed, client gone: %r", exc)
-                message = None
+            message = await self._client_message()
             if message is None:
-                self.fire(Trigger.DISCONNECT)
                 return
             try:
                 await on_message(message)

@@ -32,15 +32,12 @@ EventLike = Event | str | bytes
 class _HttpTransport:
     """Writes a stream as the body of one ASGI http response."""
 
-    __slots__ = ("_head", "_receive", "_send", "_start")
+    __slots__ = ("_receive", "_send", "_start")
 
-    def __init__(
-        self, start: dict[str, Any], receive: Receive, send: Send, *, head: bool
-    ) -> None:
+    def __init__(self, start: dict[str, Any], receive: Receive, send: Send) -> None:
         self._start = start
         self._receive = receive
         self._send = send
-        self._head = head
 
     async def open(self) -> None:
         await self._send(self._start)  # type: ignore[arg-type]
@@ -158,7 +155,7 @@ class SseResponse:
             await self._refuse(start, send)
             return
         try:
-            transport = _HttpTransport(start, receive, send, head=False)
+            transport = _HttpTransport(start, receive, send)
             driver = StreamDriver(
                 transport,
                 self.stream,
