@@ -1,4 +1,4 @@
-"""Server CPU per body write through trio_sse.serve(): ASGI send vs serve()'s body writer.
+"""Server CPU per body write under trio_sse.serve(): ASGI send vs its body writer.
 
 A stream's body is written one chunk at a time. Through ASGI, each chunk is
 a message that passes Hypercorn's HTTP stream and protocol objects and h11's

@@ -546,6 +546,8 @@ class StreamDriver:
         keep_alive = comment()
         delay = self._config.write_delay
         behind = 0  # writes in a row after which events were waiting
+        paced = False  # behind: at most one write per write_delay
+        began = -math.inf  # when the last write began
         pending = [self._opening() + first]
         size = len(pending[0])
         receive_nowait = getattr(source, "receive_nowait", None)
@@ -565,9 +567,17 @@ class StreamDriver:
                         await self._final_write(pending)
                         return
                     if pending:
+                        if paced and size < self._limit:
+                            due = began + delay
+                            if trio.current_time() < due:
+                                # Behind: let the events of the rest of this
+                                # write_delay join these in one write.
+                                await trio.sleep_until(due)
+                                continue
                         body = pending[0] if len(pending) == 1 else b"".join(pending)
                         pending.clear()
                         size = 0
+                        began = trio.current_time()
                         if not await self._write(body):
                             return
                         if (
@@ -578,18 +588,21 @@ class StreamDriver:
                             size = self._collect(
                                 batch, receive_nowait, pending, size, encode
                             )
+                            # Events came during this write and the one
+                            # before: the stream is behind.
                             behind = behind + 1 if pending else 0
-                            if behind > 1 and size < self._limit:
-                                # Events came during this write and the one
-                                # before: the stream is behind, so let the
-                                # next write_delay's events join them in one
-                                # write. A stream that keeps up never waits.
-                                await trio.sleep(delay)
+                            paced = paced or behind > 1
                         continue
                     if self._source_end is not None:
                         self.fire(Trigger.SOURCE_ENDED, self._source_end)
                         return
+                    waited = trio.current_time()
                     size = await self._receive(source, pending, encode)
+                    if paced and trio.current_time() - waited >= delay:
+                        # Nothing came for a whole write_delay: the stream
+                        # keeps up again, and writes each event at once.
+                        paced = False
+                        behind = 0
             self._wait_scope = None
             if self.state is State.CLOSED:
                 return
