@@ -21,6 +21,7 @@ from helpers import serve_app
 import trio_sse
 from trio_sse import Event, EventParser, SseResponse
 from trio_sse._asgi import BODY_WRITER_SCOPE_KEY
+from trio_sse._pacing import PACER_SCOPE_KEY, Pacer
 from trio_sse._response import _HttpTransport
 from trio_sse._serve import _ChunkedBody
 
@@ -141,6 +142,9 @@ async def test_a_stream_body_is_chunked_by_serve_and_parses(
     # The pipelined request on the same connection is answered after it.
     assert (plain_head.status_code, plain_body) == (200, b"ok")
     assert isinstance(app.scopes[0][BODY_WRITER_SCOPE_KEY], _ChunkedBody)
+    # One pacer per serve() call, shared by its streams.
+    assert isinstance(app.scopes[0][PACER_SCOPE_KEY], Pacer)
+    assert app.scopes[0][PACER_SCOPE_KEY] is app.scopes[1][PACER_SCOPE_KEY]
     # Every byte of the body went through serve()'s body writer.
     assert counted_writes and sum(counted_writes) == len(body)
 

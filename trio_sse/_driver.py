@@ -37,6 +37,7 @@ import trio
 from ._config import SseConfig
 from ._errors import InvalidEvent, Lagged, UnwritableItem
 from ._event import Event, comment, encode_item
+from ._pacing import Pacer
 from ._shutdown import ShutdownSignal
 
 __all__ = [
@@ -255,6 +256,8 @@ class StreamDriver:
     :param function: a ``channel()`` function, run in the stream's nursery.
     :param on_message: called with each text message the client sends.
     :param shutdown: the server's shutdown signal, if any.
+    :param pacer: shares one timer between the streams a server paces
+        (see ``SseConfig.write_delay``).
     """
 
     __slots__ = (
@@ -267,6 +270,7 @@ class StreamDriver:
         "_logged_item",
         "_nursery_scope",
         "_on_message",
+        "_pacer",
         "_pump_scope",
         "_shutdown",
         "_source",
@@ -291,8 +295,10 @@ class StreamDriver:
         on_message: MessageHandler | None = None,
         shutdown: ShutdownSignal | trio.Event | None = None,
         lifetime: float | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._transport = transport
+        self._pacer = pacer
         self._source = source
         self._config = config
         self._function = function
@@ -545,9 +551,11 @@ class StreamDriver:
         """
         keep_alive = comment()
         delay = self._config.write_delay
+        pacer = self._pacer
+        sleep_until = trio.sleep_until if pacer is None else pacer.sleep_until
         behind = 0  # writes in a row after which events were waiting
-        paced = False  # behind: at most one write per write_delay
-        began = -math.inf  # when the last write began
+        paced = False  # behind: a write_delay between two writes
+        wrote = -math.inf  # when the last write ended
         pending = [self._opening() + first]
         size = len(pending[0])
         receive_nowait = getattr(source, "receive_nowait", None)
@@ -568,18 +576,18 @@ class StreamDriver:
                         return
                     if pending:
                         if paced and size < self._limit:
-                            due = began + delay
+                            due = wrote + delay
                             if trio.current_time() < due:
                                 # Behind: let the events of the rest of this
                                 # write_delay join these in one write.
-                                await trio.sleep_until(due)
+                                await sleep_until(due)
                                 continue
                         body = pending[0] if len(pending) == 1 else b"".join(pending)
                         pending.clear()
                         size = 0
-                        began = trio.current_time()
                         if not await self._write(body):
                             return
+                        wrote = trio.current_time()
                         if (
                             delay
                             and receive_nowait is not None
@@ -596,6 +604,13 @@ class StreamDriver:
                     if self._source_end is not None:
                         self.fire(Trigger.SOURCE_ENDED, self._source_end)
                         return
+                    if paced and receive_nowait is not None:
+                        due = wrote + delay
+                        if trio.current_time() < due:
+                            # Behind and nothing yet: wake once at the end
+                            # of this write_delay rather than on each event.
+                            await sleep_until(due)
+                            continue
                     waited = trio.current_time()
                     size = await self._receive(source, pending, encode)
                     if paced and trio.current_time() - waited >= delay:

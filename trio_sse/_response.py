@@ -28,6 +28,7 @@ from ._config import SseConfig
 from ._driver import ChannelFunction, End, StreamDriver, is_direct
 from ._event import Event
 from ._limits import STREAMS_SCOPE_KEY, StreamCount, refusal
+from ._pacing import pacer_of
 
 __all__ = ["SseResponse", "sse_channel"]
 
@@ -187,6 +188,7 @@ class SseResponse:
                 function=self._function,
                 shutdown=shutdown_of(scope),
                 lifetime=self.lifetime,
+                pacer=pacer_of(scope),
             )
             await driver.run()
         finally:

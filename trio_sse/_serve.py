@@ -29,6 +29,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 from ._asgi import BODY_WRITER_SCOPE_KEY
 from ._config import SseConfig
 from ._limits import STREAMS_SCOPE_KEY, StreamCount
+from ._pacing import PACER_SCOPE_KEY, Pacer
 from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
 
 __all__ = ["SHUTDOWN_SCOPE_KEY", "run", "serve"]
@@ -592,7 +593,9 @@ async def _lifespan(app: _App, scope: _Scope, receive: _Receive, send: _Send) ->
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _wrap(app: _App, shutdown: ShutdownSignal, streams: StreamCount) -> _App:
+def _wrap(
+    app: _App, shutdown: ShutdownSignal, streams: StreamCount, pacer: Pacer
+) -> _App:
     """Wrap *app* so every http and websocket scope carries *shutdown* and
     the server's stream count."""
 
@@ -604,6 +607,7 @@ def _wrap(app: _App, shutdown: ShutdownSignal, streams: StreamCount) -> _App:
             scope = dict(scope)
             scope[SHUTDOWN_SCOPE_KEY] = shutdown
             scope[STREAMS_SCOPE_KEY] = streams
+            scope[PACER_SCOPE_KEY] = pacer
             if scope["type"] == "http":
                 body = _chunked_body(scope)
                 if body is not None:
@@ -688,7 +692,7 @@ async def serve(
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
-    asgi = _wrap(app, shutdown, StreamCount())
+    asgi = _wrap(app, shutdown, StreamCount(), Pacer())
 
     with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
         # The worker listens on this very socket (through create_sockets());
