@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
 import trio.testing
 
+import trio_sse
 import trio_sse._event
 from trio_sse import (
     Broadcaster,
@@ -259,3 +260,99 @@ async def test_skip_policy_view_in_a_loop() -> None:
         bc.remove("k")
     assert got == [0, 4]
     assert stream.missed == 3
+
+
+# -- cast_events(): once per item of a key, shared by the subscribers -----------
+
+
+async def test_cast_events_runs_once_per_item_for_all_subscribers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoded: list[Event] = []
+    original = trio_sse._event._encode
+
+    def counting(event: Event) -> bytes:
+        encoded.append(event)
+        return original(event)
+
+    monkeypatch.setattr(trio_sse._event, "_encode", counting)
+    calls: list[str] = []
+
+    def fn(text: str) -> Event:
+        calls.append(text)
+        return Event(text.upper())
+
+    bc: Broadcaster[str, str] = Broadcaster(history=10)
+    views = [bc.subscribe("k").cast_events(fn) for _ in range(50)]
+    bc.send("k", "a")
+    bc.send("k", "b")
+    # Both ways a view is read: one at a time, and in a batch.
+    firsts = [await v.receive() for v in views]
+    seconds = [v.receive_batch_nowait(10)[0] for v in views]
+    assert calls == ["a", "b"]
+    assert {id(e) for e in firsts} == {id(firsts[0])}
+    assert {e.encode() for e in firsts} == {f"id: {firsts[0].id}\ndata: A\n\n".encode()}
+    assert {e.encode() for e in seconds} == {
+        f"id: {views[0].last_id}\ndata: B\n\n".encode()
+    }
+    assert len(encoded) == 2
+    # A replay of the same ids reuses them too.
+    async with bc.subscribe(
+        "k",
+        last_event_id=f"{bc.backend.epoch}-0",  # type: ignore[attr-defined]
+    ).cast_events(fn) as again:
+        assert [(await again.receive()).data for _ in range(2)] == ["A", "B"]
+    assert calls == ["a", "b"]
+    for v in views:
+        await v.aclose()
+
+
+async def test_cast_events_with_another_function_runs_its_own() -> None:
+    bc: Broadcaster[str, str] = Broadcaster()
+    seen: list[tuple[str, str]] = []
+
+    def tagged(tag: str) -> Callable[[str], Event]:
+        def fn(text: str) -> Event:
+            seen.append((tag, text))
+            return Event(f"{tag}:{text}")
+
+        return fn
+
+    a = bc.subscribe("k").cast_events(tagged("a"))
+    b = bc.subscribe("k").cast_events(tagged("b"))
+    bc.send("k", "x")
+    assert [(await a.receive()).data, (await b.receive()).data] == ["a:x", "b:x"]
+    assert seen == [("a", "x"), ("b", "x")]
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_the_cast_memo_is_bounded_and_goes_with_the_key() -> None:
+    from trio_sse._broadcast import _MEMO_SIZE
+
+    bc: Broadcaster[str, int] = Broadcaster(buffer=_MEMO_SIZE * 2)
+    view = bc.subscribe("k").cast_events(lambda n: Event(str(n)))
+    for n in range(_MEMO_SIZE + 10):
+        bc.send("k", n)
+    got = view.receive_batch_nowait(_MEMO_SIZE * 2)
+    assert [e.data for e in got] == [str(n) for n in range(_MEMO_SIZE + 10)]
+    (memo,) = bc._topics["k"].memos.values()
+    assert 0 < len(memo) <= _MEMO_SIZE
+    await view.aclose()
+    assert "k" not in bc._topics
+
+
+async def test_an_unwritable_cast_is_raised_to_every_subscriber() -> None:
+    bc: Broadcaster[str, object] = Broadcaster()
+
+    def fn(item: object) -> Event:
+        return item  # type: ignore[return-value]
+
+    views = [bc.subscribe("k").cast_events(fn) for _ in range(3)]
+    bc.send("k", "not an event")
+    bc.send("k", Event("fine"))
+    for view in views:
+        with pytest.raises(trio_sse.UnwritableItem):
+            view.receive_nowait()
+        assert view.receive_nowait().data == "fine"
+        await view.aclose()

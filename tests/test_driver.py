@@ -7,6 +7,7 @@ scenario asserts the states the driver went through and why it ended.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -549,6 +550,63 @@ async def test_a_stream_that_is_behind_gathers_events_into_one_write(
         await trio.testing.wait_all_tasks_blocked()
         assert len(transport.writes) == before + 1
         assert trio.current_time() == now
+        tx.close()
+
+
+class TimedWriteTransport(FakeTransport):
+    """Each write takes ``took`` seconds: a client slower than the events."""
+
+    def __init__(self, took: float) -> None:
+        super().__init__()
+        self.took = took
+        self.started: list[float] = []
+
+    async def write(self, data: bytes) -> None:
+        self.started.append(trio.current_time())
+        await trio.sleep(self.took)
+        self.writes.append(data)
+
+
+async def test_a_stream_behind_writes_once_per_write_delay_until_it_keeps_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Once behind, one write per write_delay gathers what came meanwhile,
+    until the stream has waited a whole write_delay for an event.
+
+    Events spaced a little wider than a write do not end it: on a loaded
+    server that a stream can keep up depends on the other streams' writes,
+    and a write per event is what loads it.
+    """
+    tx, rx = trio.open_memory_channel[Any](1000)
+    transport = TimedWriteTransport(took=0.015)
+    driver = StreamDriver(transport, rx, SseConfig(write_delay=0.1))
+    sent = 0
+
+    async def publish(count: int, every: float) -> None:
+        nonlocal sent
+        for _ in range(count):
+            await tx.send(f"e{sent}")
+            sent += 1
+            await trio.sleep(every)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        await trio.testing.wait_all_tasks_blocked()
+        # Faster than the client takes them: the stream falls behind.
+        await publish(50, 0.01)
+        behind_since = len(transport.started)
+        # Then slower than a write, but never a write_delay apart.
+        await publish(30, 0.03)
+        await trio.sleep(1)
+        assert [e.data for e in transport.events()] == [f"e{i}" for i in range(80)]
+        gaps = [b - a for a, b in itertools.pairwise(transport.started)]
+        assert len(gaps) > behind_since + 5
+        assert all(gap >= 0.1 - 1e-9 for gap in gaps[3:])
+        # Idle for longer than a write_delay: the next event goes out at once.
+        now = trio.current_time()
+        await tx.send("late")
+        await trio.testing.wait_all_tasks_blocked()
+        assert transport.started[-1] == now
         tx.close()
 
 

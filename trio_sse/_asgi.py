@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from hypercorn.typing import (
@@ -22,6 +22,8 @@ from hypercorn.typing import (
 from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
 
 __all__ = [
+    "BODY_WRITER_SCOPE_KEY",
+    "BodyWriter",
     "Headers",
     "Receive",
     "ReceiveEvent",
@@ -43,6 +45,29 @@ ReceiveEvent = ASGIReceiveEvent
 SendEvent = ASGISendEvent
 #: Extra response headers: a mapping or ``(name, value)`` pairs.
 Headers = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
+
+#: Scope key under which :func:`trio_sse.serve` offers a :class:`BodyWriter`
+#: for an HTTP/1.1 request.
+BODY_WRITER_SCOPE_KEY = "trio_sse.body_writer"
+
+
+class BodyWriter(Protocol):
+    """Writes a response body's bytes to the client without ASGI's ``send``.
+
+    A server that frames the body itself (:func:`trio_sse.serve` on
+    HTTP/1.1) offers one in the scope; the response still starts and ends
+    through ``send``.
+    """
+
+    def usable(self) -> bool:
+        """Whether a write now would be part of the response body."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Write *data*; raise :exc:`trio.BrokenResourceError` (or another
+        :exc:`OSError`-like error) if the client is gone."""
+        ...
+
 
 # Longest Last-Event-ID value accepted, in UTF-8 bytes.
 _MAX_ID_BYTES = 256

@@ -104,13 +104,20 @@ class BroadcastStatistics(Generic[K]):
     missed: int
 
 
+# Events a cast_events() memo keeps per key and function before it starts over.
+_MEMO_SIZE = 4096
+
+
 class _Topic:
     """One key's subscribers (send channel -> subscription) and counters."""
 
-    __slots__ = ("ending", "lagged", "missed", "sent", "subs")
+    __slots__ = ("ending", "lagged", "memos", "missed", "sent", "subs")
 
     def __init__(self) -> None:
         self.subs: dict[trio.MemorySendChannel[_Pair], _Subscription] = {}
+        # cast_events() function -> event id -> its event, shared by the
+        # subscribers' views (see BroadcastStream._mapped_pairs).
+        self.memos: dict[Callable[[Any], Event], dict[str, Event]] = {}
         # Subscribers ended by LagPolicy.END during the current delivery.
         self.ending: list[_Subscription] = []
         self.sent = 0
@@ -221,7 +228,7 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
     :meth:`cast_events` is a view of the same subscription.
     """
 
-    __slots__ = ("_failed", "_fn", "_held", "_source", "_sub")
+    __slots__ = ("_failed", "_fn", "_held", "_memo", "_source", "_sub")
 
     def __init__(
         self,
@@ -237,6 +244,13 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
         # an item it could not map (raised first, from _failed).
         self._held: deque[_Pair] | None = None
         self._failed: UnwritableItem | None = None
+        # The events fn made of this key's items, shared by every view of
+        # this key with the same fn: fn runs once per item, not per view.
+        self._memo: dict[str, Event] | None = None
+        if fn is not None:
+            topic = subscription.broadcaster._topics.get(subscription.key)
+            if topic is not None:
+                self._memo = topic.memos.setdefault(fn, {})
 
     @property
     def key(self) -> Hashable:
@@ -302,9 +316,11 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
 
         An event without an ``id`` gets the broadcaster's id of its item, so
         a reconnecting client sends it back as ``Last-Event-ID``. ``fn`` runs
-        once per item per subscriber: to encode once per broadcast, send
-        :class:`~trio_sse.Event` items instead. An item ``fn`` does not map
-        to an Event raises :class:`~trio_sse.UnwritableItem` (a
+        once per item of this key, not per subscriber: the views of this
+        key's subscribers that use the same ``fn`` object share its events,
+        so each is built and encoded once (a function made per subscriber,
+        a closure for instance, runs for its subscriber alone). An item
+        ``fn`` does not map to an Event raises :class:`~trio_sse.UnwritableItem` (a
         :class:`TypeError`) and is consumed; the stream goes on.
         """
         return BroadcastStream(self._sub, source=self, fn=fn)
@@ -365,7 +381,7 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
                 return self.receive_nowait()
             # The source checkpoints; its item is mapped with its own id.
             item = await self._source.receive()
-            return cast(self._fn, item, sub.last_id)  # type: ignore[arg-type,return-value]
+            return self._map(item, sub.last_id)  # type: ignore[return-value]
         if sub.pending_replay is not None and not sub.closed:
             await self._load_replay()
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -441,10 +457,9 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
         else:
             source_pairs = self._source._pairs(max_items)  # type: ignore[union-attr]
         out: list[_Pair] = []
-        fn = self._fn
         for index, (event_id, item) in enumerate(source_pairs):
             try:
-                out.append((event_id, cast(fn, item, event_id)))  # type: ignore[arg-type]
+                out.append((event_id, self._map(item, event_id)))
             except UnwritableItem as exc:
                 rest = source_pairs[index + 1 :]
                 if rest:
@@ -454,6 +469,19 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
                 self._failed = exc
                 break
         return out
+
+    def _map(self, item: object, event_id: str | None) -> Event:
+        """The view's event for ``item``: made by ``fn`` once per key and id."""
+        memo = self._memo
+        if memo is None or event_id is None:
+            return cast(self._fn, item, event_id)  # type: ignore[arg-type]
+        event = memo.get(event_id)
+        if event is None:
+            event = cast(self._fn, item, event_id)  # type: ignore[arg-type]
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()  # the laggards make theirs again
+            memo[event_id] = event
+        return event
 
     def _next_pair(self) -> _Pair:
         sub = self._sub

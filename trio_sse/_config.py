@@ -78,10 +78,11 @@ class SseConfig:
     shutdown_retry: float | None = _duration(None)
     #: Upper bound of one coalesced write, in bytes.
     coalesce_bytes: int = attrs.field(default=65_536, validator=_positive_int)
-    #: How long a stream that is behind waits before its next write, so
+    #: A stream that is behind writes at most once per ``write_delay``, so
     #: that the events of that time go out in one write (each write costs
-    #: the server far more than the bytes in it). A stream is behind when
-    #: events arrived while it was writing; one that keeps up never waits,
+    #: the server far more than the bytes in it). A stream is behind once
+    #: events were waiting after two writes in a row, until it has waited a
+    #: whole ``write_delay`` for an event; one that keeps up never waits,
     #: and on an idle server every event is written at once. ``0``: never
     #: wait.
     write_delay: float = attrs.field(

@@ -37,6 +37,7 @@ import trio
 from ._config import SseConfig
 from ._errors import InvalidEvent, Lagged, UnwritableItem
 from ._event import Event, comment, encode_item
+from ._pacing import Pacer
 from ._shutdown import ShutdownSignal
 
 __all__ = [
@@ -255,6 +256,8 @@ class StreamDriver:
     :param function: a ``channel()`` function, run in the stream's nursery.
     :param on_message: called with each text message the client sends.
     :param shutdown: the server's shutdown signal, if any.
+    :param pacer: shares one timer between the streams a server paces
+        (see ``SseConfig.write_delay``).
     """
 
     __slots__ = (
@@ -267,6 +270,7 @@ class StreamDriver:
         "_logged_item",
         "_nursery_scope",
         "_on_message",
+        "_pacer",
         "_pump_scope",
         "_shutdown",
         "_source",
@@ -291,8 +295,10 @@ class StreamDriver:
         on_message: MessageHandler | None = None,
         shutdown: ShutdownSignal | trio.Event | None = None,
         lifetime: float | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._transport = transport
+        self._pacer = pacer
         self._source = source
         self._config = config
         self._function = function
@@ -545,7 +551,11 @@ class StreamDriver:
         """
         keep_alive = comment()
         delay = self._config.write_delay
+        pacer = self._pacer
+        sleep_until = trio.sleep_until if pacer is None else pacer.sleep_until
         behind = 0  # writes in a row after which events were waiting
+        paced = False  # behind: a write_delay between two writes
+        wrote = -math.inf  # when the last write ended
         pending = [self._opening() + first]
         size = len(pending[0])
         receive_nowait = getattr(source, "receive_nowait", None)
@@ -565,11 +575,19 @@ class StreamDriver:
                         await self._final_write(pending)
                         return
                     if pending:
+                        if paced and size < self._limit:
+                            due = wrote + delay
+                            if trio.current_time() < due:
+                                # Behind: let the events of the rest of this
+                                # write_delay join these in one write.
+                                await sleep_until(due)
+                                continue
                         body = pending[0] if len(pending) == 1 else b"".join(pending)
                         pending.clear()
                         size = 0
                         if not await self._write(body):
                             return
+                        wrote = trio.current_time()
                         if (
                             delay
                             and receive_nowait is not None
@@ -578,18 +596,28 @@ class StreamDriver:
                             size = self._collect(
                                 batch, receive_nowait, pending, size, encode
                             )
+                            # Events came during this write and the one
+                            # before: the stream is behind.
                             behind = behind + 1 if pending else 0
-                            if behind > 1 and size < self._limit:
-                                # Events came during this write and the one
-                                # before: the stream is behind, so let the
-                                # next write_delay's events join them in one
-                                # write. A stream that keeps up never waits.
-                                await trio.sleep(delay)
+                            paced = paced or behind > 1
                         continue
                     if self._source_end is not None:
                         self.fire(Trigger.SOURCE_ENDED, self._source_end)
                         return
+                    if paced and receive_nowait is not None:
+                        due = wrote + delay
+                        if trio.current_time() < due:
+                            # Behind and nothing yet: wake once at the end
+                            # of this write_delay rather than on each event.
+                            await sleep_until(due)
+                            continue
+                    waited = trio.current_time()
                     size = await self._receive(source, pending, encode)
+                    if paced and trio.current_time() - waited >= delay:
+                        # Nothing came for a whole write_delay: the stream
+                        # keeps up again, and writes each event at once.
+                        paced = False
+                        behind = 0
             self._wait_scope = None
             if self.state is State.CLOSED:
                 return

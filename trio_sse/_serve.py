@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import logging
 import math
@@ -25,8 +26,10 @@ from hypercorn.trio.worker_context import EventWrapper, WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from ._asgi import BODY_WRITER_SCOPE_KEY
 from ._config import SseConfig
 from ._limits import STREAMS_SCOPE_KEY, StreamCount
+from ._pacing import PACER_SCOPE_KEY, Pacer
 from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
 
 __all__ = ["SHUTDOWN_SCOPE_KEY", "run", "serve"]
@@ -141,6 +144,77 @@ class _WorkerContext(WorkerContext):
 
 #: Bytes a connection reads ahead of Hypercorn's protocol, at most.
 _READ_AHEAD = 2 * MAX_RECV
+
+
+#: The connection whose request the current task serves (set per connection
+#: task; Hypercorn's application tasks inherit it).
+_connection: contextvars.ContextVar[_Connection] = contextvars.ContextVar(
+    "trio_sse_connection"
+)
+
+
+class _ChunkedBody:
+    """Writes an HTTP/1.1 response body's chunks straight to the connection.
+
+    A stream's body is most of what an SSE server writes, one small chunk
+    after another. Through ASGI each chunk passes Hypercorn's stream and
+    protocol objects and h11's state machine before the socket; here it is
+    framed as one chunk (``<hex length>\r\n<data>\r\n``) and sent under
+    the connection's send lock, shielded, as Hypercorn's own send does. h11
+    frames the head and the end of the body as usual: a chunked body is
+    just these bytes between them, and h11 does not count them.
+
+    Used only while h11 is sending the body of a response it frames as
+    chunked (see :meth:`usable`); :class:`~trio_sse.SseResponse` falls back
+    to the ASGI ``send`` otherwise.
+    """
+
+    __slots__ = ("_conn", "_h11")
+
+    def __init__(self, conn: _Connection, h11_connection: h11.Connection) -> None:
+        self._conn = conn
+        self._h11 = h11_connection
+
+    def usable(self) -> bool:
+        """Whether h11 is in the middle of sending this response's body."""
+        return self._h11.our_state is h11.SEND_BODY
+
+    async def write(self, data: bytes) -> None:
+        """Send *data* as one chunk; raise if the client is gone."""
+        frame = b"%x\r\n%b\r\n" % (len(data), data)
+        conn = self._conn
+        lock = conn.send_lock
+        try:
+            lock.acquire_nowait()  # most writes: no task switch for the lock
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            with trio.CancelScope(shield=True):
+                await conn.stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await conn.protocol.handle(Closed())  # as Hypercorn's send does
+            raise
+        finally:
+            lock.release()
+
+
+def _chunked_body(scope: _Scope) -> _ChunkedBody | None:
+    """The direct body writer for an HTTP/1.1 request served by :func:`serve`.
+
+    h11 frames a response body as chunks when the request is HTTP/1.1 and
+    not ``HEAD`` and the response has no ``Content-Length`` (what
+    :class:`~trio_sse.SseResponse` sends); the transport also checks the
+    status it answers with.
+    """
+    if scope.get("http_version") != "1.1" or scope.get("method") == "HEAD":
+        return None
+    conn = _connection.get(None)
+    if conn is None:
+        return None
+    h11_connection = getattr(conn.protocol.protocol, "connection", None)
+    if not isinstance(h11_connection, h11.Connection):
+        return None  # HTTP/2, or a protocol upgrade
+    return _ChunkedBody(conn, h11_connection)
 
 
 class _Connection(TCPServer):
@@ -453,6 +527,7 @@ class _Worker:
             self.app, self.config, context, state, cast(Any, stream)
         )
         self.connections.add(connection)
+        _connection.set(connection)  # this task's context: its requests see it
         try:
             await connection.run()
         except Exception:
@@ -518,7 +593,9 @@ async def _lifespan(app: _App, scope: _Scope, receive: _Receive, send: _Send) ->
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _wrap(app: _App, shutdown: ShutdownSignal, streams: StreamCount) -> _App:
+def _wrap(
+    app: _App, shutdown: ShutdownSignal, streams: StreamCount, pacer: Pacer
+) -> _App:
     """Wrap *app* so every http and websocket scope carries *shutdown* and
     the server's stream count."""
 
@@ -530,6 +607,11 @@ def _wrap(app: _App, shutdown: ShutdownSignal, streams: StreamCount) -> _App:
             scope = dict(scope)
             scope[SHUTDOWN_SCOPE_KEY] = shutdown
             scope[STREAMS_SCOPE_KEY] = streams
+            scope[PACER_SCOPE_KEY] = pacer
+            if scope["type"] == "http":
+                body = _chunked_body(scope)
+                if body is not None:
+                    scope[BODY_WRITER_SCOPE_KEY] = body
         await app(scope, receive, send)
 
     return asgi
@@ -610,7 +692,7 @@ async def serve(
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
-    asgi = _wrap(app, shutdown, StreamCount())
+    asgi = _wrap(app, shutdown, StreamCount(), Pacer())
 
     with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
         # The worker listens on this very socket (through create_sockets());

@@ -24,6 +24,7 @@ from ._asgi import Receive, Scope, Send, shutdown_of
 from ._config import SseConfig
 from ._driver import End, MessageHandler, StreamDriver, Transport, is_direct
 from ._limits import STREAMS_SCOPE_KEY, StreamCount
+from ._pacing import Pacer, pacer_of
 from ._response import EventLike
 from ._shutdown import ShutdownSignal
 
@@ -174,7 +175,9 @@ class WebSocketResponse:
             return
         try:
             await self.run(
-                _AsgiWebSocketTransport(receive, send), shutdown=shutdown_of(scope)
+                _AsgiWebSocketTransport(receive, send),
+                shutdown=shutdown_of(scope),
+                pacer=pacer_of(scope),
             )
         finally:
             if isinstance(count, StreamCount):
@@ -185,6 +188,7 @@ class WebSocketResponse:
         transport: Transport,
         *,
         shutdown: ShutdownSignal | trio.Event | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         """Run the stream over an accepted-on-open ``transport``.
 
@@ -198,6 +202,7 @@ class WebSocketResponse:
             self.config,
             on_message=self.on_message,
             shutdown=shutdown,
+            pacer=pacer,
         )
         try:
             await driver.run()
