@@ -102,6 +102,14 @@ class BroadcastStatistics(Generic[K]):
     lagged: int
     #: Items subscribers missed by lagging, over the broadcaster's life.
     missed: int
+    #: Lag episodes of subscribers with :attr:`LagPolicy.SKIP`: they
+    #: skipped ahead to the newest items.
+    lag_skipped: int = 0
+    #: Subscribers ended by :attr:`LagPolicy.END` because they lagged.
+    lag_ended: int = 0
+    #: :class:`~trio_sse.Lagged` exceptions raised to subscribers without a
+    #: lag policy.
+    lag_raised: int = 0
 
 
 class _Topic:
@@ -469,6 +477,7 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
         if sub.pending_lag:
             missed, sub.pending_lag = sub.pending_lag, 0
             sub.lagging = False
+            sub.broadcaster._lag_raised += 1
             raise Lagged(missed)
         while True:
             try:
@@ -579,6 +588,10 @@ class Broadcaster(Generic[K, T]):
         self._sent = 0
         self._lagged = 0
         self._missed = 0
+        # Lag outcomes: SKIP episodes, END endings, Lagged raised.
+        self._lag_skipped = 0
+        self._lag_ended = 0
+        self._lag_raised = 0
         self._running: (
             tuple[AbstractAsyncContextManager[trio.Nursery], trio.Nursery] | None
         ) = None
@@ -686,7 +699,10 @@ class Broadcaster(Generic[K, T]):
             sub.lagging = True
             topic.lagged += 1
             self._lagged += 1
+            if sub.policy is LagPolicy.SKIP:
+                self._lag_skipped += 1
         if sub.policy is LagPolicy.END:
+            self._lag_ended += 1
             topic.ending.append(sub)
             return
         # SKIP and the default drop the oldest item to make room.
@@ -806,6 +822,9 @@ class Broadcaster(Generic[K, T]):
             sent=self._sent,
             lagged=self._lagged,
             missed=self._missed,
+            lag_skipped=self._lag_skipped,
+            lag_ended=self._lag_ended,
+            lag_raised=self._lag_raised,
         )
 
     def statistics(self) -> BroadcastStatistics[K]:

@@ -16,6 +16,7 @@ import trio
 
 from ._asgi import Headers, Receive, Scope, Send, build_headers, shutdown_of
 from ._config import SseConfig
+from ._counters import counters_of
 from ._driver import ChannelFunction, End, StreamDriver, is_direct
 from ._event import Event
 from ._limits import STREAMS_SCOPE_KEY, StreamCount, refusal
@@ -148,10 +149,13 @@ class SseResponse:
         if scope.get("method") == "HEAD":
             await self._head(start, send)
             return
+        counters = counters_of(scope)
         count = scope.get(STREAMS_SCOPE_KEY)
         if isinstance(count, StreamCount) and not count.acquire(
             self.config.max_streams
         ):
+            if counters is not None:
+                counters.sse.refused += 1
             await self._refuse(start, send)
             return
         try:
@@ -163,6 +167,7 @@ class SseResponse:
                 function=self._function,
                 shutdown=shutdown_of(scope),
                 lifetime=self.lifetime,
+                counters=None if counters is None else counters.sse,
             )
             await driver.run()
         finally:

@@ -26,6 +26,7 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from ._config import SseConfig
+from ._counters import COUNTERS_SCOPE_KEY, StreamCounters
 from ._limits import STREAMS_SCOPE_KEY, StreamCount
 from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
 
@@ -518,9 +519,14 @@ async def _lifespan(app: _App, scope: _Scope, receive: _Receive, send: _Send) ->
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _wrap(app: _App, shutdown: ShutdownSignal, streams: StreamCount) -> _App:
-    """Wrap *app* so every http and websocket scope carries *shutdown* and
-    the server's stream count."""
+def _wrap(
+    app: _App,
+    shutdown: ShutdownSignal,
+    streams: StreamCount,
+    counters: StreamCounters | None = None,
+) -> _App:
+    """Wrap *app* so every http and websocket scope carries *shutdown*, the
+    server's stream count and *counters* (if any)."""
 
     async def asgi(scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] == "lifespan":
@@ -530,6 +536,8 @@ def _wrap(app: _App, shutdown: ShutdownSignal, streams: StreamCount) -> _App:
             scope = dict(scope)
             scope[SHUTDOWN_SCOPE_KEY] = shutdown
             scope[STREAMS_SCOPE_KEY] = streams
+            if counters is not None:
+                scope[COUNTERS_SCOPE_KEY] = counters
         await app(scope, receive, send)
 
     return asgi
@@ -546,6 +554,7 @@ async def serve(
     handle_signals: bool = False,
     backlog: int = 2048,
     body_timeout: float | None = 60.0,
+    metrics: StreamCounters | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI application *app* with Hypercorn's trio worker.
@@ -602,7 +611,16 @@ async def serve(
         (the application receives ``http.disconnect``). A body trickled one
         byte at a time cannot hold a connection longer. It never applies to
         a response, so streams are not affected. ``None`` turns it off.
+    :param metrics: a :class:`trio_sse.metrics.Metrics` (or any
+        :class:`~trio_sse.StreamCounters`) put in every ``http`` and
+        ``websocket`` scope, so that the responses count their streams in
+        it. Mount its ``app`` to expose it.
     """
+    if metrics is not None and not isinstance(metrics, StreamCounters):
+        raise TypeError(
+            "metrics must be a trio_sse.metrics.Metrics (or a StreamCounters),"
+            f" got {metrics!r}"
+        )
     sse_config = config if config is not None else SseConfig()
     hc_config = _hypercorn_config(hypercorn_config, graceful_timeout)
     hc_config.backlog = backlog
@@ -610,7 +628,7 @@ async def serve(
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
-    asgi = _wrap(app, shutdown, StreamCount())
+    asgi = _wrap(app, shutdown, StreamCount(), metrics)
 
     with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
         # The worker listens on this very socket (through create_sockets());
@@ -676,6 +694,7 @@ def run(
     graceful_timeout: float | None = None,
     backlog: int = 2048,
     body_timeout: float | None = 60.0,
+    metrics: StreamCounters | None = None,
 ) -> None:
     """Serve *app* until SIGTERM or SIGINT, then shut down gracefully and return.
 
@@ -697,5 +716,6 @@ def run(
             handle_signals=True,
             backlog=backlog,
             body_timeout=body_timeout,
+            metrics=metrics,
         )
     )

@@ -22,7 +22,15 @@ import trio
 
 from ._asgi import Receive, Scope, Send, shutdown_of
 from ._config import SseConfig
-from ._driver import End, MessageHandler, StreamDriver, Transport, is_direct
+from ._counters import counters_of
+from ._driver import (
+    End,
+    MessageHandler,
+    StreamDriver,
+    Transport,
+    TransportCounters,
+    is_direct,
+)
 from ._limits import STREAMS_SCOPE_KEY, StreamCount
 from ._response import EventLike
 from ._shutdown import ShutdownSignal
@@ -163,18 +171,23 @@ class WebSocketResponse:
             self.end = End.DISCONNECTED
             await _aclose_now(self.stream)
             return
+        counters = counters_of(scope)
         count = scope.get(STREAMS_SCOPE_KEY)
         if isinstance(count, StreamCount) and not count.acquire(
             self.config.max_streams
         ):
             # Over max_streams: close before accepting (try again later).
+            if counters is not None:
+                counters.websocket.refused += 1
             self.end = End.DISCONNECTED
             await _aclose_now(self.stream)
             await send({"type": "websocket.close", "code": 1013, "reason": ""})
             return
         try:
             await self.run(
-                _AsgiWebSocketTransport(receive, send), shutdown=shutdown_of(scope)
+                _AsgiWebSocketTransport(receive, send),
+                shutdown=shutdown_of(scope),
+                counters=None if counters is None else counters.websocket,
             )
         finally:
             if isinstance(count, StreamCount):
@@ -185,12 +198,14 @@ class WebSocketResponse:
         transport: Transport,
         *,
         shutdown: ShutdownSignal | trio.Event | None = None,
+        counters: TransportCounters | None = None,
     ) -> None:
         """Run the stream over an accepted-on-open ``transport``.
 
         For transports other than ASGI:
         :func:`trio_sse.websocket.serve_websocket` serves a response over
-        trio-websocket's own server this way.
+        trio-websocket's own server this way. ``counters`` (if any) gets the
+        stream's totals.
         """
         driver = StreamDriver(
             transport,
@@ -198,6 +213,7 @@ class WebSocketResponse:
             self.config,
             on_message=self.on_message,
             shutdown=shutdown,
+            counters=counters,
         )
         try:
             await driver.run()
