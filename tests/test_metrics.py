@@ -17,6 +17,9 @@ import trio.testing
 from helpers import open_websocket_app, wait_subscribers
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
 
 import trio_sse
 from trio_sse import (
@@ -31,6 +34,7 @@ from trio_sse import (
 )
 from trio_sse._limits import STREAMS_SCOPE_KEY, StreamCount
 from trio_sse.metrics import OTHER_KEYS, Metrics
+from trio_sse.starlette import EventSourceResponse
 from trio_sse.testing import open_stream, request
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -382,6 +386,32 @@ async def test_keys_with_the_same_text_share_a_series() -> None:
     assert subscribers(samples, "bc", "1") == 3
     for stream in streams:
         stream.close()
+
+
+# -- frameworks ---------------------------------------------------------------------
+
+
+async def test_a_starlette_application(autojump_clock: Any) -> None:
+    """``Route("/metrics", metrics.app)`` and ``metrics.middleware(app)``."""
+    metrics = Metrics()
+    bc: Broadcaster[str, Event] = Broadcaster()
+    metrics.watch(bc, "rooms")
+
+    async def events(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(bc.subscribe(request.path_params["room"]))
+
+    app = metrics.middleware(
+        Starlette(
+            routes=[Route("/metrics", metrics.app), Route("/rooms/{room}", events)]
+        )
+    )
+    async with open_stream(app, "/rooms/lobby") as stream:
+        bc.send("lobby", Event("hi"))
+        assert (await stream.__anext__()).data == "hi"
+        samples = await scrape(app)
+        assert value(samples, "trio_sse_streams_open", transport="sse") == 1
+        assert value(samples, "trio_sse_events_written_total", transport="sse") == 1
+        assert subscribers(samples, "rooms", "lobby") == 1
 
 
 # -- the Metrics object -----------------------------------------------------------

@@ -105,7 +105,7 @@ class Metrics(StreamCounters):
         self.registry.register(_Collector(self))
         #: An ASGI application serving the registry in the Prometheus (or,
         #: when asked, OpenMetrics) text format: mount it at ``/metrics``.
-        self.app: _App = _exposition_app(self.registry)
+        self.app: _App = _ExpositionApp(self.registry)
 
     def watch(
         self,
@@ -288,15 +288,23 @@ def _top_subscribers(key_stats: Any, top: int) -> list[tuple[str, int]]:
     return list(labels.items())
 
 
-def _exposition_app(registry: CollectorRegistry) -> _App:
+class _ExpositionApp:
     """prometheus_client's ASGI application, which also answers ``lifespan``
-    (so it can be served alone) and refuses WebSocket connections."""
-    exposition = make_asgi_app(registry)
+    (so it can be served alone) and refuses WebSocket connections.
 
-    async def app(scope: _Scope, receive: _Receive, send: _Send) -> None:
+    An object rather than a function, so that routers (Starlette's
+    ``Route``) call it as an ASGI application, not as a request handler.
+    """
+
+    __slots__ = ("_exposition",)
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._exposition = make_asgi_app(registry)
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await exposition(scope, receive, send)
+            await self._exposition(scope, receive, send)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -308,4 +316,5 @@ def _exposition_app(registry: CollectorRegistry) -> _App:
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003, "reason": ""})
 
-    return app
+    def __repr__(self) -> str:
+        return "<trio_sse.metrics exposition app>"
