@@ -377,6 +377,24 @@ async def test_subscribers_per_key_are_bounded() -> None:
     )
 
 
+async def test_stats_of_the_busiest_keys_only() -> None:
+    bc: Broadcaster[str, int] = Broadcaster()
+    streams = [
+        bc.subscribe(key) for key, n in (("a", 1), ("b", 3), ("c", 2)) for _ in range(n)
+    ]
+    bc.send("a", 1)
+    stats = bc.stats(top=2)
+    assert list(stats.keys) == ["b", "c"]  # most subscribers first
+    assert stats.keys["c"].subscribers == 2
+    assert stats.subscribers == 6 and stats.published == 1  # totals of all keys
+    assert bc.stats(top=0).keys == {}
+    assert set(bc.stats().keys) == {"a", "b", "c"}
+    with pytest.raises(ValueError, match="top"):
+        bc.stats(top=-1)
+    for stream in streams:
+        stream.close()
+
+
 async def test_keys_with_the_same_text_share_a_series() -> None:
     metrics = Metrics()
     bc: Broadcaster[Any, int] = Broadcaster()

@@ -10,6 +10,7 @@ policy decides what happens (only on that exceptional branch).
 from __future__ import annotations
 
 import enum
+import heapq
 import warnings
 from collections import deque
 from collections.abc import (
@@ -90,7 +91,8 @@ class KeyStatistics:
 class BroadcastStatistics(Generic[K]):
     """A snapshot returned by :meth:`Broadcaster.stats`."""
 
-    #: Per-key counters of the keys that currently have subscribers.
+    #: Per-key counters of the keys that currently have subscribers (with
+    #: ``stats(top=n)``, of the ``n`` of them with the most subscribers).
     keys: Mapping[K, KeyStatistics]
     #: Subscribers currently registered, over all keys.
     subscribers: int
@@ -802,10 +804,21 @@ class Broadcaster(Generic[K, T]):
             self._unregister(sub)
         return len(subs)
 
-    def stats(self) -> BroadcastStatistics[K]:
-        """Return a snapshot of the broadcaster's counters."""
+    def stats(self, *, top: int | None = None) -> BroadcastStatistics[K]:
+        """Return a snapshot of the broadcaster's counters.
+
+        :param top: give per-key counters for the ``top`` keys with the most
+            subscribers only (most first), rather than for every key: with
+            many keys, a snapshot that costs little (metrics do this).
+        :raises ValueError: for a negative ``top``.
+        """
         if self._dead:
             self._reap()
+        topics: Any = self._topics.items()
+        if top is not None:
+            if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+                raise ValueError(f"top must be an integer >= 0, got {top!r}")
+            topics = heapq.nlargest(top, topics, key=_subscribers_of)
         keys = {
             key: KeyStatistics(
                 subscribers=len(topic.subs),
@@ -813,11 +826,11 @@ class Broadcaster(Generic[K, T]):
                 lagged=topic.lagged,
                 missed=topic.missed,
             )
-            for key, topic in self._topics.items()
+            for key, topic in topics
         }
         return BroadcastStatistics(
             keys=MappingProxyType(keys),
-            subscribers=sum(s.subscribers for s in keys.values()),
+            subscribers=sum(len(topic.subs) for topic in self._topics.values()),
             published=self._published,
             sent=self._sent,
             lagged=self._lagged,
@@ -906,6 +919,10 @@ class Broadcaster(Generic[K, T]):
                     self._unregister(sub)
             nursery.cancel_scope.cancel()
             await manager.__aexit__(None, None, None)
+
+
+def _subscribers_of(item: tuple[Any, _Topic]) -> int:
+    return len(item[1].subs)
 
 
 def _data_size(data: str | None, limit: int) -> int:

@@ -18,7 +18,6 @@ scrapes. Install with ``pip install trio-sse[metrics]``.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any, Final
 
@@ -29,7 +28,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from ._broadcast import Broadcaster
+from ._broadcast import Broadcaster, BroadcastStatistics
 from ._counters import StreamCounters
 from ._driver import End, TransportCounters
 
@@ -53,40 +52,20 @@ class Metrics(StreamCounters):
     A :class:`~trio_sse.StreamCounters` (pass it as ``serve(app,
     metrics=m)`` or wrap an application with ``m.middleware(app)``) that
     also watches broadcasters (:meth:`watch`) and serves everything at
-    :attr:`app`. The metrics (``transport`` is ``sse`` or ``websocket``):
+    :attr:`app`. The metrics, described in the Metrics page of the guide:
 
-    ``trio_sse_streams_open{transport}``
-        streams open now (gauge);
-    ``trio_sse_streams_opened_total{transport}``
-        streams started;
-    ``trio_sse_streams_ended_total{transport,reason}``
-        streams ended, by reason: ``ended``, ``lagged``, ``failed``,
-        ``disconnected``, ``timed_out`` (the write timeout), ``shutdown``,
-        ``lifetime`` (``SseConfig.max_lifetime``);
-    ``trio_sse_streams_refused_total{transport}``
-        requests refused over ``SseConfig.max_streams``;
-    ``trio_sse_events_written_total{transport}``
-        stream items written (events; not keep-alives);
-    ``trio_sse_written_bytes_total{transport}``
-        bytes written, keep-alives included;
-
-    and for each watched broadcaster (``broadcaster`` is its name):
-
-    ``trio_sse_broadcast_subscribers{broadcaster,key}``
-        subscribers of the ``top_keys`` keys with the most, and of all the
-        others together under ``key="__other__"`` (gauge);
-    ``trio_sse_broadcast_keys{broadcaster}``
-        keys with subscribers (gauge);
-    ``trio_sse_broadcast_published_total{broadcaster}``,
-    ``trio_sse_broadcast_sent_total{broadcaster}``
-        items published, and delivered to keys with subscribers;
-    ``trio_sse_broadcast_lags_total{broadcaster,outcome}``
-        lag outcomes: ``skipped`` (:attr:`~trio_sse.LagPolicy.SKIP`
-        episodes), ``ended`` (streams ended by
-        :attr:`~trio_sse.LagPolicy.END`), ``raised``
-        (:class:`~trio_sse.Lagged` raised);
-    ``trio_sse_broadcast_missed_total{broadcaster}``
-        items subscribers did not receive because they lagged.
+    - per transport (``sse``, ``websocket``): ``trio_sse_streams_open``,
+      ``trio_sse_streams_opened_total``, ``trio_sse_streams_ended_total``
+      (by ``reason``: ``ended``, ``lagged``, ``failed``, ``disconnected``,
+      ``timed_out``, ``shutdown``, ``lifetime``),
+      ``trio_sse_streams_refused_total`` (over ``SseConfig.max_streams``),
+      ``trio_sse_events_written_total``, ``trio_sse_written_bytes_total``;
+    - per watched broadcaster: ``trio_sse_broadcast_subscribers`` (by
+      ``key``, the busiest ``top_keys`` keys and ``__other__``),
+      ``trio_sse_broadcast_keys``, ``trio_sse_broadcast_published_total``,
+      ``trio_sse_broadcast_sent_total``, ``trio_sse_broadcast_lags_total``
+      (by ``outcome``: ``skipped``, ``ended``, ``raised``),
+      ``trio_sse_broadcast_missed_total``.
 
     :param registry: the registry to add the metrics to; by default a new
         one of this object's own.
@@ -229,10 +208,10 @@ class Metrics(StreamCounters):
             labels=["broadcaster"],
         )
         for name, (broadcaster, top) in watched:
-            stats = broadcaster.stats()
-            for label, count in _top_subscribers(stats.keys, top):
+            stats = broadcaster.stats(top=top)
+            for label, count in _top_subscribers(stats):
                 subscribers.add_metric([name, label], count)
-            keys.add_metric([name], len(stats.keys))
+            keys.add_metric([name], len(broadcaster.keys()))
             published.add_metric([name], stats.published)
             sent.add_metric([name], stats.sent)
             lags.add_metric([name, "skipped"], stats.lag_skipped)
@@ -271,19 +250,17 @@ def _check_top_keys(top_keys: int) -> int:
     return top_keys
 
 
-def _top_subscribers(key_stats: Any, top: int) -> list[tuple[str, int]]:
-    """``(label, subscribers)`` of the ``top`` keys with the most, then the rest.
+def _top_subscribers(stats: BroadcastStatistics[Any]) -> list[tuple[str, int]]:
+    """``(label, subscribers)`` of the keys in ``stats``, then of the others.
 
     Keys whose ``str()`` is the same share one label (their counts add up),
     so no series appears twice.
     """
-    counts = [(key, stats.subscribers) for key, stats in key_stats.items()]
-    best = heapq.nlargest(top, counts, key=lambda pair: pair[1]) if top else []
     labels: dict[str, int] = {}
-    for key, count in best:
+    for key, key_stats in stats.keys.items():
         label = str(key)
-        labels[label] = labels.get(label, 0) + count
-    rest = sum(count for _, count in counts) - sum(count for _, count in best)
+        labels[label] = labels.get(label, 0) + key_stats.subscribers
+    rest = stats.subscribers - sum(s.subscribers for s in stats.keys.values())
     labels[OTHER_KEYS] = labels.get(OTHER_KEYS, 0) + rest
     return list(labels.items())
 
