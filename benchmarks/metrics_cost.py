@@ -1,16 +1,25 @@
-"""What counting a stream for metrics costs per write, in process, no HTTP.
+"""What metrics cost: per write of a stream, and per scrape. In process, no HTTP.
 
-Runs one :class:`~trio_sse._driver.StreamDriver` over a transport whose
+Writes: runs one :class:`~trio_sse._driver.StreamDriver` over a transport whose
 ``write`` does nothing, reading ``--events`` events from a trio memory
 channel, one event per write (``coalesce_bytes=1``), with and without
 :class:`~trio_sse.TransportCounters` (what ``trio_sse.metrics.Metrics``
 puts in the scope). The two variants alternate round by round (ABBA, after
 a full garbage collection each), so that a busy machine slows both alike.
+The hook alone: the statements a write runs for the counters, timed with
+:mod:`timeit` (the end-to-end difference is often below the noise of a
+busy machine).
+
+Scrapes: the Prometheus exposition of a ``Metrics`` watching one
+broadcaster whose keys have one subscriber each, for ``--keys`` (a
+comma-separated list of key counts); the busiest 10 keys are labelled.
+
 Times are CPU time of the thread (not wall time), so that other processes
 on the machine do not count. Prints one JSON object: the median over rounds
-of nanoseconds per write for each, and their difference.
+of nanoseconds per write with and without counters and their difference,
+and the mean microseconds per scrape for each key count.
 
-    python benchmarks/write_cost.py --events 20000 --rounds 15
+    python benchmarks/metrics_cost.py --events 20000 --rounds 15
 """
 
 from __future__ import annotations
@@ -20,11 +29,14 @@ import gc
 import json
 import statistics
 import time
+import timeit
 
 import trio
+from prometheus_client import generate_latest
 
 import trio_sse
 from trio_sse._driver import End, StreamDriver
+from trio_sse.metrics import Metrics
 
 DATA = "0 0 0 " + "x" * 58
 
@@ -68,10 +80,58 @@ async def one_round(events: int, counted: bool) -> float:
     return elapsed / transport.writes
 
 
+class _Driver:
+    __slots__ = ("_counters",)
+
+    def __init__(self, counters: trio_sse.TransportCounters | None) -> None:
+        self._counters = counters
+
+
+# What StreamDriver._send runs for the counters, per write.
+HOOK = """\
+counters = driver._counters
+if counters is not None:
+    counters.events += events
+    counters.bytes += len(body)
+"""
+
+
+def hook_ns(counted: bool) -> float:
+    """Nanoseconds the counters' statements take per write (best of 7)."""
+    namespace = {
+        "driver": _Driver(trio_sse.TransportCounters() if counted else None),
+        "events": 1,
+        "body": b"x" * 70,
+    }
+    timer = timeit.Timer(HOOK, globals=namespace, timer=time.thread_time)
+    loops = 1_000_000
+    return min(timer.repeat(7, loops)) / loops * 1e9
+
+
+async def scrape_us(keys: int) -> float:
+    """Microseconds per scrape with a broadcaster of ``keys`` keys."""
+    metrics = Metrics()
+    bc: trio_sse.Broadcaster[str, str] = trio_sse.Broadcaster()
+    metrics.watch(bc, "bc")
+    streams = [bc.subscribe(f"key{n}") for n in range(keys)]
+    try:
+        generate_latest(metrics.registry)  # warm up
+        scrapes = max(5, min(200, 200_000 // keys))
+        gc.collect()
+        start = time.thread_time_ns()
+        for _ in range(scrapes):
+            generate_latest(metrics.registry)
+        return (time.thread_time_ns() - start) / scrapes / 1000
+    finally:
+        for stream in streams:
+            stream.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--keys", default="1,1000,100000")
     opts = parser.parse_args()
 
     async def run() -> dict[str, float]:
@@ -90,6 +150,11 @@ def main() -> None:
             "ns_per_write_without_metrics": round(without, 1),
             "ns_per_write_with_metrics": round(with_, 1),
             "difference_ns": round(with_ - without, 1),
+            "hook_ns_without_metrics": round(hook_ns(False), 1),
+            "hook_ns_with_metrics": round(hook_ns(True), 1),
+            "us_per_scrape": {
+                keys: round(await scrape_us(int(keys))) for keys in opts.keys.split(",")
+            },
         }
 
     print(json.dumps(trio.run(run)))
