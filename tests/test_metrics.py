@@ -8,6 +8,7 @@ the exposition read back with :mod:`prometheus_client.parser`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from starlette.routing import Route
 import trio_sse
 from trio_sse import (
     Broadcaster,
+    End,
     Event,
     Lagged,
     LagPolicy,
@@ -36,6 +38,7 @@ from trio_sse._limits import STREAMS_SCOPE_KEY, StreamCount
 from trio_sse.metrics import OTHER_KEYS, Metrics
 from trio_sse.starlette import EventSourceResponse
 from trio_sse.testing import open_stream, request
+from trio_sse.websocket import StreamRequest, open_websocket_source, serve_websocket
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -148,7 +151,7 @@ async def test_a_retry_block_and_a_batch_count_their_items_only(
     assert stream.chunks[0].startswith(b"retry: 2000\n\n")
     assert counters.sse.events == 3
     assert counters.sse.bytes == len(stream.raw)
-    assert counters.sse.ends[trio_sse._driver.End.ENDED] == 1
+    assert counters.sse.ends[End.ENDED] == 1
 
 
 async def test_write_timeout(autojump_clock: Any) -> None:
@@ -195,7 +198,7 @@ async def test_shutdown_end(autojump_clock: Any) -> None:
         shutdown.set()
         async for _ in stream:
             pass
-    assert counters.sse.ends[trio_sse._driver.End.SHUTDOWN] == 1
+    assert counters.sse.ends[End.SHUTDOWN] == 1
     assert counters.sse.open == 0
 
 
@@ -248,6 +251,27 @@ async def test_websocket_streams_are_counted_apart(autojump_clock: Any) -> None:
     ended = "trio_sse_streams_ended_total"
     assert value(samples, ended, transport="websocket", reason="disconnected") == 1
     assert value(samples, "trio_sse_events_written_total", transport="websocket") == 1
+
+
+async def test_serve_websocket_counts_its_streams() -> None:
+    metrics = Metrics()
+
+    async def handler(request: StreamRequest) -> Any:
+        return trio_sse.replay([Event("a"), Event("b")])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(serve_websocket, handler, "127.0.0.1", 0, metrics=metrics)
+            )
+            url = f"ws://127.0.0.1:{server.port}/"
+            async with open_websocket_source(url, max_reconnects=0) as source:
+                assert [event.data async for event in source] == ["a", "b"]
+            assert source.close_code == 1000
+            nursery.cancel_scope.cancel()
+    assert metrics.websocket.events == 2
+    assert metrics.websocket.ends[End.ENDED] == 1
+    assert metrics.websocket.open == 0 and metrics.sse.opened == 0
 
 
 # -- broadcasters: lag outcomes and subscribers per key ---------------------------

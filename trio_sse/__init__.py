@@ -26,6 +26,7 @@ from ._broadcast import LagPolicy as LagPolicy
 from ._broadcast import cast_events as cast_events
 from ._config import SseConfig as SseConfig
 from ._counters import StreamCounters as StreamCounters
+from ._driver import End as End
 from ._driver import Sender as Sender
 from ._driver import TransportCounters as TransportCounters
 from ._errors import ConfigError as ConfigError
