@@ -14,7 +14,9 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite: real Hypercorn servers, redis-server, Chromium."""
-    session.install("-e", ".[test,client,redis,starlette,fastapi,quart,websocket]")
+    session.install(
+        "-e", ".[test,client,redis,starlette,fastapi,quart,websocket,metrics]"
+    )
     session.run("pytest", *session.posargs)
 
 
@@ -29,14 +31,18 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[client,redis,starlette,fastapi,quart,websocket]", "mypy")
+    session.install(
+        "-e", ".[client,redis,starlette,fastapi,quart,websocket,metrics]", "mypy"
+    )
     session.run("mypy", "--strict", "trio_sse")
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the Sphinx docs with warnings as errors."""
-    session.install("-e", ".[docs,client,redis,starlette,fastapi,quart,websocket]")
+    session.install(
+        "-e", ".[docs,client,redis,starlette,fastapi,quart,websocket,metrics]"
+    )
     session.run(
         "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )

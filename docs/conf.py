@@ -34,7 +34,8 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(collections\.abc|datetime|enum|json|random|ssl|trio|httpx|hypercorn"
-        r"|starlette|fastapi|quart|werkzeug|trio_websocket|coredis|anyio)(\..*)?",
+        r"|starlette|fastapi|quart|werkzeug|trio_websocket|coredis|anyio"
+        r"|prometheus_client)(\..*)?",
     ),
     (r"py:.*", r"(trio_sse\.(redis|_\w+)\.)?(K|T|U|E|K_contra|T_contra)"),
     # The stream driver's types appear in transport signatures; the driver
@@ -51,6 +52,8 @@ nitpick_ignore = [
     ("py:class", "BackgroundTask"),
     ("py:class", "Headers"),
     ("py:attr", "timeout"),
+    # prometheus_client's, named unqualified in trio_sse.metrics' signatures.
+    ("py:class", "CollectorRegistry"),
 ]
 
 # The docs build offline: no intersphinx inventories are fetched.

@@ -5,6 +5,7 @@
 below, or a :class:`trio_sse.SseResponse`. ``App.background`` registers tasks
 that run for the server's lifetime in a nursery owned by the ASGI lifespan;
 tests without a lifespan run them with ``async with app.running():``.
+``App.wrap`` runs the requests through an ASGI middleware.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class App:
         self._background: list[Callable[[], Awaitable[None]]] = []
         #: Objects an example wants to reach later (tests use it).
         self.state: dict[str, Any] = {}
+        self._dispatch: ASGIApp = self._route
         self.route("GET", "/static/{name}")(self._static)
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
@@ -163,6 +165,10 @@ class App:
         self._background.append(fn)
         return fn
 
+    def wrap(self, middleware: Callable[[ASGIApp], ASGIApp]) -> None:
+        """Run every request (not the lifespan) through ``middleware(app)``."""
+        self._dispatch = middleware(self._dispatch)
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run the background tasks for the duration of the block."""
@@ -180,6 +186,9 @@ class App:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        await self._dispatch(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         allowed: list[str] = []

@@ -12,6 +12,11 @@ of replaying stale ones. A newly opened page first gets the recent samples
 
 The page's buttons add in-process subscribers to a 20 Hz ticker for 30
 seconds, to watch fan-out push the events/s curve and the task count up.
+
+``GET /metrics`` is the Prometheus exposition of :mod:`trio_sse.metrics`
+(streams open, events and bytes written, stream ends by reason, lag outcomes,
+subscribers per key); the page shows a few of its numbers, read from the same
+registry a scrape reads. Needs ``pip install trio-sse[metrics]``.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import trio
 from _router import App, Request, json_response, page, response, run
 
 from trio_sse import Broadcaster, Event, LagPolicy, SseConfig, chain, replay
+from trio_sse.metrics import Metrics
 
 HISTORY = 120
 MAX_LOAD_SUBSCRIBERS = 5_000
 LOAD_SECONDS = 30.0
+SSE = {"transport": "sse"}
 
 
 def count_tasks() -> int:
@@ -91,6 +98,14 @@ class Dashboard:
         #: Set to take a sample at once (a new dashboard wants to count itself).
         self.wake = trio.Event()
         self.started = time.time()
+        #: The Prometheus metrics of this server (``GET /metrics``).
+        self.prometheus = Metrics()
+        self.prometheus.watch(self.metrics, "dashboards")
+        self.prometheus.watch(self.ticks, "ticks")
+
+    def scraped(self, name: str, **labels: str) -> float:
+        """One number of ``GET /metrics``, as a scrape reads it."""
+        return self.prometheus.registry.get_sample_value(name, labels) or 0.0
 
     def sample(self, previous: dict[str, float]) -> dict[str, Any]:
         """Measure the process; *previous* carries the counters between calls."""
@@ -113,6 +128,22 @@ class Dashboard:
             "skipped": self.metrics.stats().missed,
             "uptime_s": round(time.time() - self.started),
             "pid": os.getpid(),
+            # From the Prometheus registry (the SSE streams of this server).
+            "streams_open": round(self.scraped("trio_sse_streams_open", **SSE)),
+            "events_written": round(
+                self.scraped("trio_sse_events_written_total", **SSE)
+            ),
+            "bytes_written": round(self.scraped("trio_sse_written_bytes_total", **SSE)),
+            "lag_skips": round(
+                sum(
+                    self.scraped(
+                        "trio_sse_broadcast_lags_total",
+                        broadcaster=name,
+                        outcome="skipped",
+                    )
+                    for name in ("dashboards", "ticks")
+                )
+            ),
         }
 
     async def sampler(self) -> None:
@@ -155,6 +186,8 @@ def make_app(*, interval: float = 0.5, tick_rate: float = 20.0) -> App:
     dash = Dashboard(interval=interval, tick_rate=tick_rate)
     app = App()
     app.state["dashboard"] = dash
+    # Every stream of this app is counted in the Prometheus metrics.
+    app.wrap(dash.prometheus.middleware)
     app.background(dash.sampler)
     app.background(dash.ticker)
     app.background(dash.load_owner)
@@ -162,6 +195,10 @@ def make_app(*, interval: float = 0.5, tick_rate: float = 20.0) -> App:
     @app.route("GET", "/")
     async def index(request: Request) -> Any:
         return page("dashboard.html", interval_ms=str(round(interval * 1000)))
+
+    @app.route("GET", "/metrics")
+    async def prometheus(request: Request) -> Any:
+        return dash.prometheus.app
 
     @app.route("GET", "/metrics/events")
     async def events(request: Request) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from trio_sse.testing import open_stream, request
 
@@ -364,6 +365,34 @@ async def test_dashboard_streams_history_then_samples(
             assert sample["tasks"] > 1
             expected = {"t", "cpu", "rss_mb", "events_per_s", "load_subscribers"}
             assert expected <= set(sample)
+
+
+async def test_dashboard_serves_prometheus_metrics(
+    load: Any, autojump_clock: Any
+) -> None:
+    app = load("dashboard").make_app(interval=0.5)
+    async with app.running():
+        async with open_stream(app, "/metrics/events") as stream:
+            await next_event(stream, "history")
+            sample = json.loads((await next_event(stream, "metrics")).data)
+            assert sample["streams_open"] == 1
+            shown = {"streams_open", "events_written", "bytes_written", "lag_skips"}
+            assert shown | {"uptime_s", "pid"} <= set(sample)
+            scrape = await request(app, "GET", "/metrics")
+            assert scrape.status == 200
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(scrape.body.decode())
+                for s in family.samples
+            }
+            sse = (("transport", "sse"),)
+            assert samples["trio_sse_streams_open", sse] == 1
+            assert samples["trio_sse_events_written_total", sse] >= 2
+            assert samples["trio_sse_written_bytes_total", sse] >= len(stream.raw)
+            key = (("broadcaster", "dashboards"), ("key", "metrics"))
+            assert samples["trio_sse_broadcast_subscribers", key] == 1
+        scrape = await request(app, "GET", "/metrics")
+        assert 'trio_sse_streams_open{transport="sse"} 0.0' in scrape.text
 
 
 async def test_dashboard_load_button_adds_subscribers(

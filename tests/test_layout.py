@@ -21,6 +21,7 @@ RESPONSE_SIDE = [
     "trio_sse._asgi",
     "trio_sse._streams",
     "trio_sse._limits",
+    "trio_sse._counters",
 ]
 # Optional dependencies are imported only by their edge module.
 EDGES = {
@@ -30,6 +31,7 @@ EDGES = {
     "fastapi": "trio_sse.starlette",
     "quart": "trio_sse.quart",
     "quart_trio": "trio_sse.quart",
+    "prometheus_client": "trio_sse.metrics",
 }
 
 

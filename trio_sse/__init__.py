@@ -25,7 +25,10 @@ from ._broadcast import KeyStatistics as KeyStatistics
 from ._broadcast import LagPolicy as LagPolicy
 from ._broadcast import cast_events as cast_events
 from ._config import SseConfig as SseConfig
+from ._counters import StreamCounters as StreamCounters
+from ._driver import End as End
 from ._driver import Sender as Sender
+from ._driver import TransportCounters as TransportCounters
 from ._errors import ConfigError as ConfigError
 from ._errors import InvalidEvent as InvalidEvent
 from ._errors import Lagged as Lagged

@@ -10,6 +10,7 @@ policy decides what happens (only on that exceptional branch).
 from __future__ import annotations
 
 import enum
+import heapq
 import warnings
 from collections import deque
 from collections.abc import (
@@ -90,7 +91,8 @@ class KeyStatistics:
 class BroadcastStatistics(Generic[K]):
     """A snapshot returned by :meth:`Broadcaster.stats`."""
 
-    #: Per-key counters of the keys that currently have subscribers.
+    #: Per-key counters of the keys that currently have subscribers (with
+    #: ``stats(top=n)``, of the ``n`` of them with the most subscribers).
     keys: Mapping[K, KeyStatistics]
     #: Subscribers currently registered, over all keys.
     subscribers: int
@@ -102,6 +104,14 @@ class BroadcastStatistics(Generic[K]):
     lagged: int
     #: Items subscribers missed by lagging, over the broadcaster's life.
     missed: int
+    #: Lag episodes of subscribers with :attr:`LagPolicy.SKIP`: they
+    #: skipped ahead to the newest items.
+    lag_skipped: int = 0
+    #: Subscribers ended by :attr:`LagPolicy.END` because they lagged.
+    lag_ended: int = 0
+    #: :class:`~trio_sse.Lagged` exceptions raised to subscribers without a
+    #: lag policy.
+    lag_raised: int = 0
 
 
 # Events a cast_events() memo keeps per key and function before it starts over.
@@ -497,6 +507,7 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
         if sub.pending_lag:
             missed, sub.pending_lag = sub.pending_lag, 0
             sub.lagging = False
+            sub.broadcaster._lag_raised += 1
             raise Lagged(missed)
         while True:
             try:
@@ -607,6 +618,10 @@ class Broadcaster(Generic[K, T]):
         self._sent = 0
         self._lagged = 0
         self._missed = 0
+        # Lag outcomes: SKIP episodes, END endings, Lagged raised.
+        self._lag_skipped = 0
+        self._lag_ended = 0
+        self._lag_raised = 0
         self._running: (
             tuple[AbstractAsyncContextManager[trio.Nursery], trio.Nursery] | None
         ) = None
@@ -714,7 +729,10 @@ class Broadcaster(Generic[K, T]):
             sub.lagging = True
             topic.lagged += 1
             self._lagged += 1
+            if sub.policy is LagPolicy.SKIP:
+                self._lag_skipped += 1
         if sub.policy is LagPolicy.END:
+            self._lag_ended += 1
             topic.ending.append(sub)
             return
         # SKIP and the default drop the oldest item to make room.
@@ -814,10 +832,21 @@ class Broadcaster(Generic[K, T]):
             self._unregister(sub)
         return len(subs)
 
-    def stats(self) -> BroadcastStatistics[K]:
-        """Return a snapshot of the broadcaster's counters."""
+    def stats(self, *, top: int | None = None) -> BroadcastStatistics[K]:
+        """Return a snapshot of the broadcaster's counters.
+
+        :param top: give per-key counters for the ``top`` keys with the most
+            subscribers only (most first), rather than for every key: with
+            many keys, a snapshot that costs little (metrics do this).
+        :raises ValueError: for a negative ``top``.
+        """
         if self._dead:
             self._reap()
+        topics: Any = self._topics.items()
+        if top is not None:
+            if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+                raise ValueError(f"top must be an integer >= 0, got {top!r}")
+            topics = heapq.nlargest(top, topics, key=_subscribers_of)
         keys = {
             key: KeyStatistics(
                 subscribers=len(topic.subs),
@@ -825,15 +854,18 @@ class Broadcaster(Generic[K, T]):
                 lagged=topic.lagged,
                 missed=topic.missed,
             )
-            for key, topic in self._topics.items()
+            for key, topic in topics
         }
         return BroadcastStatistics(
             keys=MappingProxyType(keys),
-            subscribers=sum(s.subscribers for s in keys.values()),
+            subscribers=sum(len(topic.subs) for topic in self._topics.values()),
             published=self._published,
             sent=self._sent,
             lagged=self._lagged,
             missed=self._missed,
+            lag_skipped=self._lag_skipped,
+            lag_ended=self._lag_ended,
+            lag_raised=self._lag_raised,
         )
 
     def statistics(self) -> BroadcastStatistics[K]:
@@ -915,6 +947,10 @@ class Broadcaster(Generic[K, T]):
                     self._unregister(sub)
             nursery.cancel_scope.cancel()
             await manager.__aexit__(None, None, None)
+
+
+def _subscribers_of(item: tuple[Any, _Topic]) -> int:
+    return len(item[1].subs)
 
 
 def _data_size(data: str | None, limit: int) -> int:

@@ -47,6 +47,7 @@ __all__ = [
     "State",
     "StreamDriver",
     "Transport",
+    "TransportCounters",
     "Trigger",
 ]
 
@@ -182,6 +183,45 @@ _END_OF: Final[Mapping[Trigger, End]] = {
 }
 
 
+class TransportCounters:
+    """Running totals of the streams of one transport (SSE or WebSocket).
+
+    Plain integers that the stream driver adds to as it goes (no lock, no
+    allocation: a stream's writes cost an addition each) and that a reader
+    such as :class:`trio_sse.metrics.Metrics` reads when it is asked.
+    Held by a :class:`~trio_sse.StreamCounters`.
+    """
+
+    __slots__ = ("bytes", "ends", "events", "opened", "refused")
+
+    def __init__(self) -> None:
+        #: Streams started.
+        self.opened = 0
+        #: Streams ended, by why they ended (every :class:`End`, from 0).
+        self.ends: dict[End, int] = dict.fromkeys(End, 0)
+        #: Items of the streams written (events, ``str`` or bytes blocks);
+        #: keep-alive comments and ``retry:``-only blocks are not counted.
+        #: Counted when handed to the server, as :attr:`bytes` is.
+        self.events = 0
+        #: Bytes written, keep-alives and ``retry:`` blocks included; counted
+        #: when handed to the server (a write a departed client never reads
+        #: is counted too).
+        self.bytes = 0
+        #: Streams refused before they started: over ``SseConfig.max_streams``.
+        self.refused = 0
+
+    @property
+    def open(self) -> int:
+        """Streams started and not yet ended."""
+        return self.opened - sum(self.ends.values())
+
+    def __repr__(self) -> str:
+        return (
+            f"<TransportCounters open={self.open} events={self.events}"
+            f" bytes={self.bytes} refused={self.refused}>"
+        )
+
+
 class Transport(Protocol):
     """What carries a stream to one client: SSE over http, or a WebSocket."""
 
@@ -258,10 +298,12 @@ class StreamDriver:
     :param shutdown: the server's shutdown signal, if any.
     :param pacer: shares one timer between the streams a server paces
         (see ``SseConfig.write_delay``).
+    :param counters: the totals this stream adds to, if any.
     """
 
     __slots__ = (
         "_config",
+        "_counters",
         "_ended_as",
         "_ends_at",
         "_function",
@@ -296,6 +338,7 @@ class StreamDriver:
         shutdown: ShutdownSignal | trio.Event | None = None,
         lifetime: float | None = None,
         pacer: Pacer | None = None,
+        counters: TransportCounters | None = None,
     ) -> None:
         self._transport = transport
         self._pacer = pacer
@@ -331,6 +374,7 @@ class StreamDriver:
         self._ends_at = math.inf
         # Why the stream stops (SHUTDOWN or LIFETIME), once STOP came.
         self._stop_end = End.SHUTDOWN
+        self._counters = counters
 
     # -- the state machine ----------------------------------------------------
 
@@ -372,6 +416,8 @@ class StreamDriver:
         rx: trio.MemoryReceiveChannel[bytes] | None = None
         forget_shutdown: Callable[[], None] | None = None
         opened = False
+        if self._counters is not None:
+            self._counters.opened += 1
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery_scope = nursery.cancel_scope
@@ -415,6 +461,8 @@ class StreamDriver:
             # Cancelled from outside (the server's own nursery): the client
             # is as good as gone.
             self.fire(Trigger.DISCONNECT)
+            if self._counters is not None:
+                self._counters.ends[self.end or End.DISCONNECTED] += 1
             if forget_shutdown is not None:
                 forget_shutdown()
             for end in (tx, rx):
@@ -558,6 +606,8 @@ class StreamDriver:
         wrote = -math.inf  # when the last write ended
         pending = [self._opening() + first]
         size = len(pending[0])
+        # Chunks of ``pending`` that hold no item (the opening, a keep-alive).
+        extra = 0 if first else 1
         receive_nowait = getattr(source, "receive_nowait", None)
         batch = getattr(source, "receive_batch_nowait", None)
         while True:
@@ -572,7 +622,7 @@ class StreamDriver:
                         break  # never write inside a cancelled scope
                     if self.state is State.STOPPING:
                         self._wait_scope = None
-                        await self._final_write(pending)
+                        await self._final_write(pending, len(pending) - extra)
                         return
                     if pending:
                         if paced and size < self._limit:
@@ -583,9 +633,10 @@ class StreamDriver:
                                 await sleep_until(due)
                                 continue
                         body = pending[0] if len(pending) == 1 else b"".join(pending)
+                        events = len(pending) - extra
                         pending.clear()
-                        size = 0
-                        if not await self._write(body):
+                        size = extra = 0
+                        if not await self._write(body, events):
                             return
                         wrote = trio.current_time()
                         if (
@@ -625,14 +676,15 @@ class StreamDriver:
                 # The wait was cancelled for a keep-alive.
                 pending.append(keep_alive)
                 size = len(keep_alive)
+                extra = 1
 
-    async def _write(self, body: bytes) -> bool:
-        """One write; ``False`` when the stream is over."""
+    async def _write(self, body: bytes, events: int) -> bool:
+        """One write of ``events`` items; ``False`` when the stream is over."""
         if self.fire(Trigger.WRITE) is not State.SENDING:
             return self.state is not State.CLOSED
-        return await self._send(body)
+        return await self._send(body, events)
 
-    async def _final_write(self, pending: list[bytes]) -> None:
+    async def _final_write(self, pending: list[bytes], events: int) -> None:
         config = self._config
         if self._stop_end is End.LIFETIME:
             # Come back soon (the lifetime's jitter spreads the clients).
@@ -643,11 +695,15 @@ class StreamDriver:
             pending.append(Event(retry=retry).encode())
         self.fire(Trigger.FINAL_WRITE)
         if pending:
-            await self._send(b"".join(pending))
+            await self._send(b"".join(pending), events)
         else:
             self.fire(Trigger.WROTE, self._stop_end)
 
-    async def _send(self, body: bytes) -> bool:
+    async def _send(self, body: bytes, events: int) -> bool:
+        counters = self._counters
+        if counters is not None:
+            counters.events += events
+            counters.bytes += len(body)
         now = trio.current_time()
         self.write_started = now
         try:

@@ -25,6 +25,7 @@ from ._asgi import (
     shutdown_of,
 )
 from ._config import SseConfig
+from ._counters import counters_of
 from ._driver import ChannelFunction, End, StreamDriver, is_direct
 from ._event import Event
 from ._limits import STREAMS_SCOPE_KEY, StreamCount, refusal
@@ -172,10 +173,13 @@ class SseResponse:
         if scope.get("method") == "HEAD":
             await self._head(start, send)
             return
+        counters = counters_of(scope)
         count = scope.get(STREAMS_SCOPE_KEY)
         if isinstance(count, StreamCount) and not count.acquire(
             self.config.max_streams
         ):
+            if counters is not None:
+                counters.sse.refused += 1
             await self._refuse(start, send)
             return
         try:
@@ -189,6 +193,7 @@ class SseResponse:
                 shutdown=shutdown_of(scope),
                 lifetime=self.lifetime,
                 pacer=pacer_of(scope),
+                counters=None if counters is None else counters.sse,
             )
             await driver.run()
         finally:

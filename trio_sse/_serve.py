@@ -28,6 +28,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 
 from ._asgi import BODY_WRITER_SCOPE_KEY
 from ._config import SseConfig
+from ._counters import COUNTERS_SCOPE_KEY, StreamCounters
 from ._limits import STREAMS_SCOPE_KEY, StreamCount
 from ._pacing import PACER_SCOPE_KEY, Pacer
 from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
@@ -594,10 +595,14 @@ async def _lifespan(app: _App, scope: _Scope, receive: _Receive, send: _Send) ->
 
 
 def _wrap(
-    app: _App, shutdown: ShutdownSignal, streams: StreamCount, pacer: Pacer
+    app: _App,
+    shutdown: ShutdownSignal,
+    streams: StreamCount,
+    pacer: Pacer,
+    counters: StreamCounters | None = None,
 ) -> _App:
-    """Wrap *app* so every http and websocket scope carries *shutdown* and
-    the server's stream count."""
+    """Wrap *app* so every http and websocket scope carries *shutdown*, the
+    server's stream count and pacer, and *counters* (if any)."""
 
     async def asgi(scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] == "lifespan":
@@ -612,6 +617,8 @@ def _wrap(
                 body = _chunked_body(scope)
                 if body is not None:
                     scope[BODY_WRITER_SCOPE_KEY] = body
+            if counters is not None:
+                scope[COUNTERS_SCOPE_KEY] = counters
         await app(scope, receive, send)
 
     return asgi
@@ -628,6 +635,7 @@ async def serve(
     handle_signals: bool = False,
     backlog: int = 2048,
     body_timeout: float | None = 60.0,
+    metrics: StreamCounters | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI application *app* with Hypercorn's trio worker.
@@ -684,7 +692,16 @@ async def serve(
         (the application receives ``http.disconnect``). A body trickled one
         byte at a time cannot hold a connection longer. It never applies to
         a response, so streams are not affected. ``None`` turns it off.
+    :param metrics: a :class:`trio_sse.metrics.Metrics` (or any
+        :class:`~trio_sse.StreamCounters`) put in every ``http`` and
+        ``websocket`` scope, so that the responses count their streams in
+        it. Mount its ``app`` to expose it.
     """
+    if metrics is not None and not isinstance(metrics, StreamCounters):
+        raise TypeError(
+            "metrics must be a trio_sse.metrics.Metrics (or a StreamCounters),"
+            f" got {metrics!r}"
+        )
     sse_config = config if config is not None else SseConfig()
     hc_config = _hypercorn_config(hypercorn_config, graceful_timeout)
     hc_config.backlog = backlog
@@ -692,7 +709,7 @@ async def serve(
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
-    asgi = _wrap(app, shutdown, StreamCount(), Pacer())
+    asgi = _wrap(app, shutdown, StreamCount(), Pacer(), metrics)
 
     with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
         # The worker listens on this very socket (through create_sockets());
@@ -758,6 +775,7 @@ def run(
     graceful_timeout: float | None = None,
     backlog: int = 2048,
     body_timeout: float | None = 60.0,
+    metrics: StreamCounters | None = None,
 ) -> None:
     """Serve *app* until SIGTERM or SIGINT, then shut down gracefully and return.
 
@@ -779,5 +797,6 @@ def run(
             handle_signals=True,
             backlog=backlog,
             body_timeout=body_timeout,
+            metrics=metrics,
         )
     )

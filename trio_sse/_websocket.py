@@ -22,7 +22,15 @@ import trio
 
 from ._asgi import Receive, Scope, Send, shutdown_of
 from ._config import SseConfig
-from ._driver import End, MessageHandler, StreamDriver, Transport, is_direct
+from ._counters import counters_of
+from ._driver import (
+    End,
+    MessageHandler,
+    StreamDriver,
+    Transport,
+    TransportCounters,
+    is_direct,
+)
 from ._limits import STREAMS_SCOPE_KEY, StreamCount
 from ._pacing import Pacer, pacer_of
 from ._response import EventLike
@@ -164,11 +172,14 @@ class WebSocketResponse:
             self.end = End.DISCONNECTED
             await _aclose_now(self.stream)
             return
+        counters = counters_of(scope)
         count = scope.get(STREAMS_SCOPE_KEY)
         if isinstance(count, StreamCount) and not count.acquire(
             self.config.max_streams
         ):
             # Over max_streams: close before accepting (try again later).
+            if counters is not None:
+                counters.websocket.refused += 1
             self.end = End.DISCONNECTED
             await _aclose_now(self.stream)
             await send({"type": "websocket.close", "code": 1013, "reason": ""})
@@ -178,6 +189,7 @@ class WebSocketResponse:
                 _AsgiWebSocketTransport(receive, send),
                 shutdown=shutdown_of(scope),
                 pacer=pacer_of(scope),
+                counters=None if counters is None else counters.websocket,
             )
         finally:
             if isinstance(count, StreamCount):
@@ -189,12 +201,14 @@ class WebSocketResponse:
         *,
         shutdown: ShutdownSignal | trio.Event | None = None,
         pacer: Pacer | None = None,
+        counters: TransportCounters | None = None,
     ) -> None:
         """Run the stream over an accepted-on-open ``transport``.
 
         For transports other than ASGI:
         :func:`trio_sse.websocket.serve_websocket` serves a response over
-        trio-websocket's own server this way.
+        trio-websocket's own server this way. ``counters`` (if any) gets the
+        stream's totals.
         """
         driver = StreamDriver(
             transport,
@@ -203,6 +217,7 @@ class WebSocketResponse:
             on_message=self.on_message,
             shutdown=shutdown,
             pacer=pacer,
+            counters=counters,
         )
         try:
             await driver.run()

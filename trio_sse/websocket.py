@@ -38,6 +38,7 @@ import trio
 
 from ._asgi import last_event_id as _last_event_id
 from ._config import SseConfig
+from ._counters import StreamCounters
 from ._driver import End
 from ._errors import SseError
 from ._parser import ParseError
@@ -555,6 +556,7 @@ async def _serve_one(
     request: trio_websocket.WebSocketRequest,
     config: SseConfig,
     shutdown: ShutdownSignal,
+    metrics: StreamCounters | None = None,
 ) -> None:
     try:
         answer = await handler(StreamRequest.of(request))
@@ -570,7 +572,11 @@ async def _serve_one(
         if isinstance(answer, WebSocketResponse)
         else WebSocketResponse(answer, config=config)
     )
-    await response.run(_TrioWebSocketTransport(request), shutdown=shutdown)
+    await response.run(
+        _TrioWebSocketTransport(request),
+        shutdown=shutdown,
+        counters=None if metrics is None else metrics.websocket,
+    )
 
 
 async def serve_websocket(
@@ -583,6 +589,7 @@ async def serve_websocket(
     graceful_timeout: float = 3.0,
     message_queue_size: int = 1,
     max_message_size: int = 2**20,
+    metrics: StreamCounters | None = None,
     task_status: trio.TaskStatus[
         trio_websocket.WebSocketServer
     ] = trio.TASK_STATUS_IGNORED,
@@ -606,12 +613,21 @@ async def serve_websocket(
     end with close code 1001 (after a final ``retry:`` if
     ``config.shutdown_retry`` is set), and whatever still runs after
     ``graceful_timeout`` seconds is cancelled.
+
+    With ``metrics`` (a :class:`trio_sse.metrics.Metrics` or any
+    :class:`~trio_sse.StreamCounters`), the streams are counted there as
+    ``websocket`` streams.
     """
+    if metrics is not None and not isinstance(metrics, StreamCounters):
+        raise TypeError(
+            "metrics must be a trio_sse.metrics.Metrics (or a StreamCounters),"
+            f" got {metrics!r}"
+        )
     stream_config = config if config is not None else SseConfig()
     shutdown = ShutdownSignal()
 
     async def serve_one(request: trio_websocket.WebSocketRequest) -> None:
-        await _serve_one(handler, request, stream_config, shutdown)
+        await _serve_one(handler, request, stream_config, shutdown, metrics)
 
     # The connections run in a nursery shielded from the caller's
     # cancellation, so that they can end cleanly when it comes.
