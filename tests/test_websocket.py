@@ -571,7 +571,10 @@ async def test_hypercorn_a_client_that_stops_reading_is_cut_off() -> None:
                 end = await server.ended.receive()  # never reading a message
                 dropped = trio.current_time() - start
                 nursery.cancel_scope.cancel()
-    assert end is End.TIMED_OUT
+    # The driver's watchdog (TIMED_OUT) or, on a loaded machine, the
+    # kernel's TCP_USER_TIMEOUT that serve() sets to the same write_timeout
+    # (the write fails: DISCONNECTED) cuts the client off, on time either way.
+    assert end in (End.TIMED_OUT, End.DISCONNECTED)
     assert server.bc.subscriber_count("feed") == 0
     assert write_timeout * 0.9 < dropped < write_timeout + 5
 
