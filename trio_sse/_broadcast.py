@@ -771,8 +771,9 @@ class Broadcaster(Generic[K, T]):
     def remove(self, key: K) -> int:
         """End every subscriber of ``key`` and forget its history.
 
-        Each stream ends after the items it holds. Returns how many
-        subscribers were ended.
+        Each stream ends after the items it holds. A ``Last-Event-ID`` from
+        before is then no longer covered (``replay_complete`` is ``False``).
+        Returns how many subscribers were ended.
         """
         if self._dead:
             self._reap()
