@@ -12,8 +12,8 @@ import trio.testing
 import trio_sse._event
 from trio_sse import (
     Broadcaster,
-    ConfigError,
     BroadcastStream,
+    ConfigError,
     Event,
     Lagged,
     Sender,
