@@ -219,6 +219,7 @@ class MemoryBackend(Generic[K, T]):
         self.epoch = _new_epoch()
         # The newest epoch given to a sequence: the next one is greater.
         self._last_epoch = self.epoch - 1
+        self._random_digits = self.epoch % 1_000_000
         self._sequences: dict[K, _Sequence] = {}
         self._histories: dict[K, _History[T]] = {}
         self._local: LocalDelivery[K, T] | None = None
@@ -316,6 +317,6 @@ class MemoryBackend(Generic[K, T]):
 
     def _new_sequence(self) -> _Sequence:
         """A sequence whose epoch is greater than every epoch before it."""
-        now = time.time_ns() // 1_000_000 * 1_000_000 + self.epoch % 1_000_000
+        now = time.time_ns() // 1_000_000 * 1_000_000 + self._random_digits
         self._last_epoch = epoch = max(now, self._last_epoch + 1)
         return _Sequence(epoch)
