@@ -244,12 +244,16 @@ class MemoryBackend(Generic[K, T]):
         if local is None:
             raise RuntimeError("MemoryBackend is not attached to a Broadcaster")
         sequence = self._sequences.get(key)
-        if sequence is None:
-            sequence = self._new_sequence()
-            if self.history:
-                self._sequences[key] = sequence
-        sequence.seq = seq = sequence.seq + 1
-        event_id = sequence.prefix + str(seq)
+        if sequence is None and not self.history:
+            # No subscriber and no history: nothing to continue later, so
+            # the item gets the one id of a new sequence.
+            seq = 1
+            event_id = f"{self._next_epoch()}-1"
+        else:
+            if sequence is None:
+                sequence = self._sequences[key] = _Sequence(self._next_epoch())
+            sequence.seq = seq = sequence.seq + 1
+            event_id = sequence.prefix + str(seq)
         item = stamp(item, event_id)
         if self.history:
             history = self._histories.get(key)
@@ -303,7 +307,7 @@ class MemoryBackend(Generic[K, T]):
     def subscribed(self, key: K) -> None:
         """Start the key's sequence, if it has none, for its subscribers."""
         if key not in self._sequences:
-            self._sequences[key] = self._new_sequence()
+            self._sequences[key] = _Sequence(self._next_epoch())
 
     def unsubscribed(self, key: K) -> None:
         """End the key's sequence unless it has history (kept for reconnects)."""
@@ -315,8 +319,8 @@ class MemoryBackend(Generic[K, T]):
         self._histories.pop(key, None)
         self._sequences.pop(key, None)
 
-    def _new_sequence(self) -> _Sequence:
-        """A sequence whose epoch is greater than every epoch before it."""
+    def _next_epoch(self) -> int:
+        """The epoch of a new sequence: greater than every epoch before it."""
         now = time.time_ns() // 1_000_000 * 1_000_000 + self._random_digits
         self._last_epoch = epoch = max(now, self._last_epoch + 1)
-        return _Sequence(epoch)
+        return epoch
