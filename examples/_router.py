@@ -108,8 +108,15 @@ def html(body: str, status: int = 200) -> ASGIApp:
     return response(body, status=status, content_type="text/html; charset=utf-8")
 
 
-def json_response(obj: Any, status: int = 200) -> ASGIApp:
-    return response(json.dumps(obj), status=status, content_type="application/json")
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> ASGIApp:
+    return response(
+        json.dumps(obj),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def page(name: str, **values: str) -> ASGIApp:

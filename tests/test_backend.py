@@ -98,14 +98,29 @@ def test_epoch_is_time_plus_randomness() -> None:
         assert before <= epoch // 1_000_000 <= after
 
 
+def epoch_of(event_id: str) -> int:
+    parsed = parse_event_id(event_id)
+    assert parsed is not None
+    return parsed[0]
+
+
 def test_publish_nowait_assigns_ids_and_delivers() -> None:
-    backend, recorder = attached()
+    backend, recorder = attached(history=2)
     first, count = backend.publish_nowait("k", "a")
-    second, _ = backend.publish_nowait("other", "b")
+    other, _ = backend.publish_nowait("other", "b")
+    second, _ = backend.publish_nowait("k", "c")
     assert count == 7
-    assert first == f"{backend.epoch}-1"
-    assert second == f"{backend.epoch}-2"
-    assert recorder.delivered == [("k", first, "a"), ("other", second, "b")]
+    epoch = epoch_of(first)
+    assert (first, second) == (f"{epoch}-1", f"{epoch}-2")
+    # The first sequence starts at the backend's epoch (or later).
+    assert epoch >= backend.epoch
+    assert other == f"{epoch_of(other)}-1"
+    assert epoch_of(other) > epoch
+    assert recorder.delivered == [
+        ("k", first, "a"),
+        ("other", other, "b"),
+        ("k", second, "c"),
+    ]
 
 
 def test_publish_nowait_stamps_events_once() -> None:
@@ -113,8 +128,89 @@ def test_publish_nowait_stamps_events_once() -> None:
     event_id, _ = backend.publish_nowait("k", Event("a"))
     delivered = recorder.delivered[0][2]
     assert isinstance(delivered, Event) and delivered.id == event_id
-    replayed = backend.replay_nowait("k", f"{backend.epoch}-0")
+    replayed = backend.replay_nowait("k", f"{epoch_of(event_id)}-0")
     assert replayed.items[0][1] is delivered
+
+
+def test_ids_of_a_key_do_not_count_other_keys() -> None:
+    backend, _ = attached(history=3)
+    backend.subscribed("b")
+    ids_a = []
+    for n in range(5):
+        for _ in range(n * 10):
+            backend.publish_nowait("b", "traffic")
+        ids_a.append(backend.publish_nowait("a", n)[0])
+    # One epoch, consecutive numbers: nothing about b's 100 items.
+    assert [parse_event_id(i) for i in ids_a] == [
+        (epoch_of(ids_a[0]), n) for n in range(1, 6)
+    ]
+
+
+def test_a_key_forgotten_and_created_again_never_reuses_an_id() -> None:
+    backend, _ = attached(history=3)
+    old = [backend.publish_nowait("k", n)[0] for n in range(3)]
+    backend.forget("k")
+    new = [backend.publish_nowait("k", n)[0] for n in range(3)]
+    assert not set(old) & set(new)
+    ordered = [parse_event_id(i) for i in old + new]
+    assert ordered == sorted(ordered)
+    # An id from before forget() cannot prove that nothing was missed since.
+    for event_id in old:
+        assert backend.replay_nowait("k", event_id) == Replay((), False)
+    assert backend.replay_nowait("k", new[0]) == Replay(
+        [(new[1], 1), (new[2], 2)], True
+    )
+
+
+def test_the_id_of_another_key_is_unknown() -> None:
+    backend, _ = attached(history=3)
+    mine = backend.publish_nowait("mine", "x")[0]
+    backend.publish_nowait("theirs", "secret")
+    theirs = backend.publish_nowait("theirs", "secret")[0]
+    backend.publish_nowait("mine", "y")
+    for event_id in (theirs, f"{epoch_of(theirs)}-0"):
+        assert backend.replay_nowait("mine", event_id) == Replay((), False)
+    # Not even a position: the same numbers in the other key's epoch.
+    assert backend.replay_nowait("theirs", mine) == Replay((), False)
+
+
+def test_new_epochs_increase_when_the_clock_goes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend, _ = attached(history=1)
+    now = [time.time_ns()]
+    monkeypatch.setattr(time, "time_ns", lambda: now[0])
+    epochs = []
+    for key, step in enumerate([0, 0, -(10**12), 0, 2 * 10**12]):
+        now[0] += step
+        epochs.append(epoch_of(backend.publish_nowait(key, "x")[0]))
+    assert epochs == sorted(set(epochs))
+    # The random digits chosen when the backend was built follow the clock.
+    assert epochs[-1] % 1_000_000 == backend.epoch % 1_000_000
+
+
+def test_without_history_a_sequence_lives_while_the_key_has_subscribers() -> None:
+    backend, _ = attached()
+    # Nobody listens: each item gets an id of a new sequence, nothing is kept.
+    loose = [backend.publish_nowait("k", n)[0] for n in range(3)]
+    assert [i.endswith("-1") for i in loose] == [True] * 3
+    epochs = [epoch_of(i) for i in loose]
+    assert epochs == sorted(set(epochs))
+    assert backend.replay_nowait("k", loose[-1]) == Replay((), False)
+    for n in range(1000):
+        backend.publish_nowait(f"user{n}", "x")
+    assert backend._sequences == {}
+    # A subscribed key counts on: its newest id is complete, an older one not.
+    backend.subscribed("k")
+    ids = [backend.publish_nowait("k", n)[0] for n in range(3)]
+    assert [i.split("-")[1] for i in ids] == ["1", "2", "3"]
+    assert epoch_of(ids[0]) > epoch_of(loose[-1])
+    assert backend.replay_nowait("k", ids[-1]) == Replay((), True)
+    assert backend.replay_nowait("k", ids[0]) == Replay((), False)
+    # Its last subscriber gone, nothing proves that no item was missed.
+    backend.unsubscribed("k")
+    assert backend.replay_nowait("k", ids[-1]) == Replay((), False)
+    assert backend._sequences == {}
 
 
 def test_unattached_backend_refuses_to_publish() -> None:
@@ -145,7 +241,9 @@ def test_forget_drops_the_history() -> None:
     first, _ = backend.publish_nowait("k", 1)
     backend.publish_nowait("k", 2)
     backend.forget("k")
-    assert backend.replay_nowait("k", first) == Replay((), True)
+    # Forgotten: its ids no longer prove that nothing was missed.
+    assert backend.replay_nowait("k", first) == Replay((), False)
+    assert backend.replay_nowait("k", None) == Replay((), True)
     backend.forget("never")
 
 

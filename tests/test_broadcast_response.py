@@ -13,6 +13,7 @@ import trio_sse._event
 from trio_sse import (
     Broadcaster,
     BroadcastStream,
+    ConfigError,
     Event,
     Lagged,
     Sender,
@@ -43,6 +44,26 @@ def test_response_uses_the_broadcasters_config() -> None:
     assert isinstance(response, SseResponse)
     assert response.config is CONFIG
     stream.close()
+
+
+async def test_response_lifetime_ends_the_stream_and_frees_the_subscriber(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bc: Broadcaster[str, str] = Broadcaster(config=SseConfig(keep_alive=None))
+    stream = bc.subscribe("k")
+    response = bc.response(stream, lifetime=60)
+    assert response.lifetime == 60
+    async with open_stream(response, "/") as client:
+        bc.send("k", "before")
+        assert (await client.__anext__()).data == "before"
+        start = trio.current_time()
+        assert [m.data async for m in client] == []
+        # Ended by the lifetime, less up to 10 % (never after it).
+        assert 54 <= trio.current_time() - start <= 60
+    assert bc.subscriber_count("k") == 0
+    async with bc.subscribe("k") as other:
+        with pytest.raises(ConfigError, match="max_lifetime"):
+            bc.response(other, lifetime=0)
 
 
 def test_channel_uses_the_broadcasters_config() -> None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import socket
 import sys
-from collections.abc import Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,25 +19,7 @@ from trio_sse.testing import open_stream, request
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture
-def load(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
-    """Import ``examples/<name>.py`` (it imports ``_router`` from its folder)."""
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-
-    def load(name: str) -> ModuleType:
-        spec = importlib.util.spec_from_file_location(
-            f"example_{name}", EXAMPLES / f"{name}.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
 
 
 async def next_event(stream: Any, name: str | None = None) -> Any:
@@ -264,59 +242,6 @@ async def test_chat_presence_churn_does_not_make_members_lag(
                     ]:
                         break
                 assert len(seen) <= 20, seen
-
-
-# -- notifications ----------------------------------------------------------------
-
-
-async def test_notifications_replay_after_last_event_id(load: Any) -> None:
-    app = load("notifications").make_app(demo_interval=None)
-    ids = []
-    for text in ("first", "second", "third"):
-        posted = await request(
-            app, "POST", "/users/ann/notify", f"text={text}".encode(), FORM
-        )
-        assert posted.status == 201
-        ids.append(posted.json()["id"])
-    # As the page does after a reload: the query parameter.
-    async with open_stream(app, f"/users/ann/events?lastEventId={ids[0]}") as stream:
-        got = [await next_event(stream, "notification") for _ in range(2)]
-    assert [json.loads(e.data)["text"] for e in got] == ["second", "third"]
-    assert [e.last_event_id for e in got] == ids[1:]
-    # As the browser does when it reconnects by itself: the header.
-    headers = {"last-event-id": ids[1]}
-    async with open_stream(app, "/users/ann/events", headers=headers) as stream:
-        assert json.loads((await next_event(stream)).data)["text"] == "third"
-
-
-async def test_notifications_are_per_user(load: Any) -> None:
-    app = load("notifications").make_app(demo_interval=None)
-    async with open_stream(app, "/users/bob/events") as bob:
-        await request(app, "POST", "/users/ann/notify", b"text=for+ann", FORM)
-        await request(app, "POST", "/users/bob/notify", b"text=for+bob", FORM)
-        assert json.loads((await next_event(bob)).data)["text"] == "for bob"
-
-
-async def test_notifications_unknown_id_starts_with_reset(load: Any) -> None:
-    app = load("notifications").make_app(demo_interval=None)
-    async with open_stream(app, "/users/ann/events?lastEventId=0-1") as stream:
-        assert (await next_event(stream)).type == "reset"
-
-
-async def test_notifications_demo_task_publishes(
-    load: Any, autojump_clock: Any
-) -> None:
-    app = load("notifications").make_app(demo_interval=4.0)
-    async with app.running(), open_stream(app, "/users/alice/events") as stream:
-        start = trio.current_time()
-        event = await next_event(stream, "notification")
-        assert trio.current_time() - start == pytest.approx(4.0)
-        assert json.loads(event.data)["kind"] in {
-            "build",
-            "review",
-            "deploy",
-            "mention",
-        }
 
 
 # -- health -----------------------------------------------------------------------

@@ -161,6 +161,17 @@ def _new_epoch() -> int:
     return time.time_ns() // 1_000_000 * 1_000_000 + secrets.randbelow(1_000_000)
 
 
+class _Sequence:
+    """One key's ids, ``"<epoch>-<seq>"``: the epoch is chosen when it starts."""
+
+    __slots__ = ("epoch", "prefix", "seq")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.prefix = f"{epoch}-"
+        self.seq = 0
+
+
 class _History(Generic[T]):
     """One key's bounded history: ``(seq, event_id, item)``, oldest first."""
 
@@ -181,15 +192,19 @@ class _History(Generic[T]):
 class MemoryBackend(Generic[K, T]):
     """The in-process backend: ids ``"<epoch>-<seq>"``, history in a deque.
 
-    The epoch is chosen when the backend is built (time plus randomness), so
-    ids from an earlier process, or from another broadcaster, are never
-    mistaken for this one's. One sequence counts the items of every key, so a
-    key's ids keep increasing when it is dropped and created again (they are
-    strictly increasing per key, not contiguous).
+    Every key has a sequence of its own, so the ids a subscriber sees say
+    nothing about the traffic of other keys. A sequence gets its epoch when
+    it starts (the clock in milliseconds, then random digits chosen when
+    the backend is built), greater than every epoch this backend gave
+    before: ids from an earlier process, another broadcaster, another key or
+    a key that was forgotten and created again are never mistaken for the
+    current ones, and a key's ids keep increasing across such a restart.
 
-    With ``history > 0`` each key retains its last ``history`` items, also
-    while it has no subscriber (a reconnecting client gets them), until
-    :meth:`forget` drops them.
+    A key's sequence lives while the key has history or subscribers; without
+    either there is nothing to replay, so each item gets an id of a new
+    sequence. With ``history > 0`` each key retains its last ``history``
+    items, also while it has no subscriber (a reconnecting client gets
+    them), until :meth:`forget` drops them.
 
     :param history: items retained per key for ``Last-Event-ID`` replay.
     """
@@ -199,10 +214,13 @@ class MemoryBackend(Generic[K, T]):
             raise ConfigError(f"history must be an integer >= 0, got {history!r}")
         #: Items retained per key.
         self.history = history
-        #: This backend's epoch, the first part of every id it assigns.
+        #: The epoch chosen when the backend was built: every key's epoch,
+        #: the first part of its ids, is at least this one.
         self.epoch = _new_epoch()
-        self._prefix = f"{self.epoch}-"
-        self._seq = 0
+        # The newest epoch given to a sequence: the next one is greater.
+        self._last_epoch = self.epoch - 1
+        self._random_digits = self.epoch % 1_000_000
+        self._sequences: dict[K, _Sequence] = {}
         self._histories: dict[K, _History[T]] = {}
         self._local: LocalDelivery[K, T] | None = None
 
@@ -225,8 +243,17 @@ class MemoryBackend(Generic[K, T]):
         local = self._local
         if local is None:
             raise RuntimeError("MemoryBackend is not attached to a Broadcaster")
-        self._seq = seq = self._seq + 1
-        event_id = self._prefix + str(seq)
+        sequence = self._sequences.get(key)
+        if sequence is None and not self.history:
+            # No subscriber and no history: nothing to continue later, so
+            # the item gets the one id of a new sequence.
+            seq = 1
+            event_id = f"{self._next_epoch()}-1"
+        else:
+            if sequence is None:
+                sequence = self._sequences[key] = _Sequence(self._next_epoch())
+            sequence.seq = seq = sequence.seq + 1
+            event_id = sequence.prefix + str(seq)
         item = stamp(item, event_id)
         if self.history:
             history = self._histories.get(key)
@@ -245,23 +272,29 @@ class MemoryBackend(Generic[K, T]):
     def replay_nowait(self, key: K, last_event_id: str | None) -> Replay[T]:
         """Return the retained items of ``key`` after ``last_event_id``.
 
-        Complete when no id is given, or when the id is one of this
-        backend's and nothing of ``key`` after it has been evicted. With
-        ``history == 0`` only the newest id issued is complete (nothing can
-        have been missed after it).
+        Complete when no id is given, or when the id belongs to the key's
+        current sequence and nothing of ``key`` after it has been evicted.
+        An id of another sequence (another key, process or broadcaster, or
+        the key before :meth:`forget`) is incomplete: history cannot prove
+        that nothing was missed. With ``history == 0`` only the key's newest
+        id is complete (nothing can have been missed after it).
         """
         if last_event_id is None:
             return Replay((), True)
         parsed = parse_event_id(last_event_id)
-        if parsed is None or parsed[0] != self.epoch or parsed[1] > self._seq:
+        sequence = self._sequences.get(key)
+        if (
+            parsed is None
+            or sequence is None
+            or parsed[0] != sequence.epoch
+            or parsed[1] > sequence.seq
+        ):
             return Replay((), False)
         after = parsed[1]
         history = self._histories.get(key)
         if history is None:
-            # With history, every item of a key is recorded, so a key with no
-            # history has had no item (or was forgotten on purpose).
-            floor = 0 if self.history else self._seq
-            return Replay((), after >= floor)
+            # No item recorded in this sequence (or no history at all).
+            return Replay((), after == sequence.seq)
         if after < history.floor:
             return Replay((), False)
         return Replay([(e, i) for s, e, i in history.entries if s > after], True)
@@ -272,11 +305,22 @@ class MemoryBackend(Generic[K, T]):
         return self.replay_nowait(key, last_event_id)
 
     def subscribed(self, key: K) -> None:
-        """Nothing to do: items of every key are delivered locally."""
+        """Start the key's sequence, if it has none, for its subscribers."""
+        if key not in self._sequences:
+            self._sequences[key] = _Sequence(self._next_epoch())
 
     def unsubscribed(self, key: K) -> None:
-        """Nothing to do; the key's history stays for reconnecting clients."""
+        """End the key's sequence unless it has history (kept for reconnects)."""
+        if key not in self._histories:
+            self._sequences.pop(key, None)
 
     def forget(self, key: K) -> None:
-        """Drop the key's history."""
+        """Drop the key's history and sequence (a new one starts if needed)."""
         self._histories.pop(key, None)
+        self._sequences.pop(key, None)
+
+    def _next_epoch(self) -> int:
+        """The epoch of a new sequence: greater than every epoch before it."""
+        now = time.time_ns() // 1_000_000 * 1_000_000 + self._random_digits
+        self._last_epoch = epoch = max(now, self._last_epoch + 1)
+        return epoch

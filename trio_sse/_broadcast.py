@@ -817,8 +817,9 @@ class Broadcaster(Generic[K, T]):
     def remove(self, key: K) -> int:
         """End every subscriber of ``key`` and forget its history.
 
-        Each stream ends after the items it holds. Returns how many
-        subscribers were ended.
+        Each stream ends after the items it holds. A ``Last-Event-ID`` from
+        before is then no longer covered (``replay_complete`` is ``False``).
+        Returns how many subscribers were ended.
         """
         if self._dead:
             self._reap()
@@ -878,7 +879,9 @@ class Broadcaster(Generic[K, T]):
 
     # -- responses ----------------------------------------------------------
 
-    def response(self, stream: AsyncIterable[Any]) -> SseResponse:
+    def response(
+        self, stream: AsyncIterable[Any], *, lifetime: float | None = None
+    ) -> SseResponse:
         """Return an ``SseResponse`` streaming ``stream`` with :attr:`config`.
 
         ``str`` items become ``Event(data=item)``; :class:`~trio_sse.Event`
@@ -888,8 +891,14 @@ class Broadcaster(Generic[K, T]):
         ``stream.cast_events(fn)`` first. A lag without a lag policy ends the
         response, as :attr:`LagPolicy.END` does, so the client reconnects
         with ``Last-Event-ID``. The response closes ``stream`` when it ends.
+
+        ``lifetime`` ends the stream after that many seconds (less up to
+        10 %) with a final ``retry:``, as ``SseResponse(lifetime=...)`` does:
+        pass the seconds left before the client's token expires.
         """
-        return SseResponse(cast_events(stream, as_event), config=self.config)
+        return SseResponse(
+            cast_events(stream, as_event), config=self.config, lifetime=lifetime
+        )
 
     def websocket(
         self,
