@@ -163,9 +163,13 @@ async def forward_messages(stream: BroadcastStream[Event], tx: Sender) -> None:
 
 
 async def forward_presence(stream: BroadcastStream[Event], tx: Sender) -> None:
-    """Send the newest presence count (older ones were skipped)."""
+    """Send the newest presence count (older ones were skipped), without an id.
+
+    A browser resumes from the id of the last event it got: presence ids come
+    from another broadcaster, which the messages' replay would not know.
+    """
     async for event in stream:
-        await tx.send(event)
+        await tx.send(event.with_id(None))
 
 
 app = make_app()

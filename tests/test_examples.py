@@ -106,6 +106,18 @@ async def test_chat_rooms_are_separate_and_presence_counts(load: Any) -> None:
         assert json.loads((await next_event(a, "message")).data)["text"] == "only a"
 
 
+async def test_chat_presence_does_not_move_the_last_event_id(load: Any) -> None:
+    """Presence updates carry no id: a reconnect resumes after the last message."""
+    app = load("chat").make_app()
+    async with open_stream(app, "/rooms/lobby/events") as stream:
+        await next_event(stream, "presence")
+        posted = await request(app, "POST", "/rooms/lobby/messages", b"text=a", FORM)
+        message = await next_event(stream, "message")
+        async with open_stream(app, "/rooms/lobby/events"):  # someone joins
+            presence = await next_event(stream, "presence")
+    assert presence.last_event_id == message.last_event_id == posted.json()["id"]
+
+
 async def test_chat_reconnect_replays_missed_messages(load: Any) -> None:
     app = load("chat").make_app()
     async with open_stream(app, "/rooms/lobby/events") as stream:
