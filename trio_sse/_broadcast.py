@@ -31,7 +31,7 @@ from ._backend import Backend, MemoryBackend, Replay, parse_event_id
 from ._config import SseConfig
 from ._driver import Sender
 from ._errors import ConfigError, InvalidEvent, Lagged, SseError, UnwritableItem
-from ._event import Event
+from ._event import Event, encoded_size
 from ._response import SseResponse, sse_channel
 from ._streams import as_event, cast, mapped
 from ._websocket import WebSocketResponse
@@ -631,17 +631,8 @@ class Broadcaster(Generic[K, T]):
         limit = self.config.max_event_bytes
         if limit is None:
             return
-        if isinstance(item, Event):
-            size = _data_size(item.data, limit) + sum(
-                len(text) + 10
-                for text in (item.id, item.event, item.comment)
-                if text is not None
-            )
-        elif isinstance(item, str):
-            size = _data_size(item, limit)
-        elif isinstance(item, (bytes, bytearray, memoryview)):
-            size = len(item)
-        else:
+        size = encoded_size(item, limit)
+        if size is None:
             return
         if size > limit:
             raise InvalidEvent(
@@ -887,19 +878,6 @@ class Broadcaster(Generic[K, T]):
                     self._unregister(sub)
             nursery.cancel_scope.cancel()
             await manager.__aexit__(None, None, None)
-
-
-def _data_size(data: str | None, limit: int) -> int:
-    """The encoded size of ``data:`` lines for ``data`` (at least ``limit + 1``
-    when the text alone is over the limit)."""
-    if data is None:
-        return 1
-    if len(data) > limit:
-        return len(data)
-    lines = data.count("\n") + data.count("\r") - data.count("\r\n") + 1
-    ends = data.count("\n") + data.count("\r")
-    size = len(data) if data.isascii() else len(data.encode("utf-8"))
-    return size - ends + 7 * lines + 1
 
 
 def cast_events(
