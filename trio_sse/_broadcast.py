@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 import trio
 
-from ._backend import Backend, MemoryBackend, Replay, parse_event_id
+from ._backend import (
+    HISTORY_BYTES,
+    Backend,
+    MemoryBackend,
+    Replay,
+    parse_event_id,
+)
 from ._config import SseConfig
 from ._driver import Sender
 from ._errors import ConfigError, InvalidEvent, Lagged, SseError, UnwritableItem
@@ -541,6 +547,8 @@ class Broadcaster(Generic[K, T]):
     :param history: items retained per key for ``Last-Event-ID`` replay by
         the default :class:`~trio_sse.MemoryBackend`; another backend keeps
         its own history.
+    :param history_bytes: bytes of items that history retains over all keys
+        (default 32 MiB; ``None``: no byte bound); the oldest go first.
     :param backend: where items travel; the default is in process.
         A network backend needs ``async with broadcaster:``, which runs its
         tasks in a nursery.
@@ -552,6 +560,7 @@ class Broadcaster(Generic[K, T]):
         config: SseConfig | None = None,
         *,
         history: int = 0,
+        history_bytes: int | None = HISTORY_BYTES,
         backend: Backend[K, T] | None = None,
     ) -> None:
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
@@ -561,10 +570,11 @@ class Broadcaster(Generic[K, T]):
         elif not isinstance(config, SseConfig):
             raise ConfigError(f"config must be an SseConfig, got {config!r}")
         if backend is None:
-            backend = MemoryBackend(history)
-        elif history:
+            backend = MemoryBackend(history, history_bytes=history_bytes)
+        elif history or history_bytes != HISTORY_BYTES:
+            name = "history" if history else "history_bytes"
             raise ConfigError(
-                "history is a setting of the backend: pass it to the backend, "
+                f"{name} is a setting of the backend: pass it to the backend, "
                 "not to Broadcaster(backend=...)"
             )
         #: Each subscriber's channel size.

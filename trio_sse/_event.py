@@ -313,11 +313,14 @@ def encoded_size(item: object, limit: int) -> int | None:
         encoded = item._encoded
         if encoded is not None:
             return len(encoded)
-        return _data_size(item.data, limit) + sum(
-            len(text) + 10
-            for text in (item.id, item.event, item.comment)
-            if text is not None
-        )
+        size = _data_size(item.data, limit)
+        if item.id is not None:
+            size += len(item.id) + 10
+        if item.event is not None:
+            size += len(item.event) + 10
+        if item.comment is not None:
+            size += len(item.comment) + 10
+        return size
     if isinstance(item, str):
         return _data_size(item, limit)
     if isinstance(item, (bytes, bytearray, memoryview)):
