@@ -209,7 +209,7 @@ class _Connection(TCPServer):
             elif self._input_closed:
                 break
             else:
-                received = await self._receive()
+                received = await self._receive(idle=True)
                 if not received:
                     self._input_closed = True
                     if received is not None and not self._request_complete():
@@ -245,6 +245,11 @@ class _Connection(TCPServer):
             # As in Hypercorn's loop: a socket error ends the connection.
             self._input_closed = True
             self._ahead.clear()
+        finally:
+            if isinstance(can_read, _WaitHookEvent):
+                # The hook and the scope it closes over live as long as the
+                # connection otherwise (most of a stream's life).
+                can_read.on_wait = None
         if self._body_deadline < math.inf and not self._awaiting_body():
             self._set_body_deadline(math.inf)  # the body is in
         done.cancel()
@@ -277,13 +282,21 @@ class _Connection(TCPServer):
             # gets what came before it first.
             return
 
-    async def _receive(self) -> bytes | None:
+    async def _receive(self, *, idle: bool = False) -> bytes | None:
         """Read once; ``b""`` at EOF, ``None`` if the client is gone or too slow.
 
         One cancel scope carries both deadlines: Hypercorn's ``read_timeout``
         for this read, and ``body_timeout`` for a request body under way.
+        With ``idle`` (the protocol holds nothing, so no request head can
+        arrive and start a body's deadline meanwhile) and no deadline, the
+        read needs no scope: that is how a stream's connection waits.
         """
         read_timeout = self.config.read_timeout
+        if idle and not read_timeout and self._body_deadline == math.inf:
+            try:
+                return bytes(await self.stream.receive_some(MAX_RECV))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return None
         read_deadline = (
             math.inf if not read_timeout else trio.current_time() + read_timeout
         )
@@ -460,6 +473,10 @@ class _Worker:
             _logger.exception("error in a connection handler")
         finally:
             self.connections.discard(connection)
+            # Hypercorn's protocol holds the connection's bound method, a
+            # reference cycle only the garbage collector would find: broken
+            # here, a closed connection's objects are freed at once.
+            vars(connection).pop("protocol", None)
 
     async def _close_all_at(self, deadline: float, scope: trio.CancelScope) -> None:
         """At *deadline* (or when cancelled), close every connection still open.
@@ -522,15 +539,18 @@ def _wrap(app: _App, shutdown: ShutdownSignal, streams: StreamCount) -> _App:
     """Wrap *app* so every http and websocket scope carries *shutdown* and
     the server's stream count."""
 
-    async def asgi(scope: _Scope, receive: _Receive, send: _Send) -> None:
+    # A plain function returning the application's awaitable: no frame of
+    # its own stays on the stack of every open stream.
+    def asgi(scope: _Scope, receive: _Receive, send: _Send) -> Awaitable[None]:
         if scope["type"] == "lifespan":
-            await _lifespan(app, scope, receive, send)
-            return
+            return _lifespan(app, scope, receive, send)
         if scope["type"] in ("http", "websocket"):
-            scope = dict(scope)
+            # Hypercorn made this scope for this request: extended in place
+            # (as a server adds its keys), not copied, one dict fewer per
+            # stream.
             scope[SHUTDOWN_SCOPE_KEY] = shutdown
             scope[STREAMS_SCOPE_KEY] = streams
-        await app(scope, receive, send)
+        return app(scope, receive, send)
 
     return asgi
 
