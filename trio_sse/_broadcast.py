@@ -365,31 +365,42 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
         :raises ~trio_sse.Lagged: once after a lag, without a lag policy.
         """
         sub = self._sub
-        if self._source is not None:
+        root = self._source
+        if root is None:
+            root = self
+        else:
             if self._held or self._failed is not None:
                 await trio.lowlevel.checkpoint()
                 return self.receive_nowait()
-            # The source checkpoints; its item is mapped with its own id.
-            item = await self._source.receive()
-            return cast(self._fn, item, sub.last_id)  # type: ignore[arg-type,return-value]
+            if root._source is not None:
+                # A view of a view: the source maps too (and checkpoints).
+                return self._map(await root.receive())
+        # The subscription's own stream, read here rather than through its
+        # receive(): a view waits with one coroutine frame fewer, which an
+        # idle stream keeps for as long as it waits.
         if sub.pending_replay is not None and not sub.closed:
-            await self._load_replay()
+            await root._load_replay()
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            item = self.receive_nowait()
+            item = root.receive_nowait()
         except trio.WouldBlock:
             pass
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return item
+            return item if root is self else self._map(item)
         while True:
             try:
                 pair = await sub.receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 sub.close()
                 raise trio.EndOfChannel from None
-            if sub.skip_upto is None or self._is_new(pair[0]):
-                return self._take(pair)
+            if sub.skip_upto is None or root._is_new(pair[0]):
+                item = root._take(pair)
+                return item if root is self else self._map(item)
+
+    def _map(self, item: Any) -> T:
+        """A view's item, mapped with the id it came with."""
+        return cast(self._fn, item, self._sub.last_id)  # type: ignore[arg-type,return-value]
 
     def _pairs(self, max_items: int) -> list[_Pair]:
         """Take up to ``max_items`` ``(event_id, item)`` pairs held now."""
