@@ -31,6 +31,27 @@ def test_a_removed_callback_does_not_run() -> None:
     assert calls == []
 
 
+def test_remove_callback_forgets_an_equal_callback() -> None:
+    # A bound method made again is equal to the one added: a caller need not
+    # keep the function add_callback returns.
+    class Stream:
+        def __init__(self) -> None:
+            self.stopped = False
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    signal = ShutdownSignal()
+    gone, kept = Stream(), Stream()
+    signal.add_callback(gone.stop)
+    signal.add_callback(kept.stop)
+    signal.remove_callback(gone.stop)
+    signal.remove_callback(gone.stop)  # twice is harmless
+    signal.set()
+    assert (gone.stopped, kept.stopped) == (False, True)
+    signal.remove_callback(kept.stop)  # after it ran: nothing to do
+
+
 def test_adding_after_set_runs_at_once() -> None:
     signal = ShutdownSignal()
     signal.set()

@@ -15,13 +15,13 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import trio
 
 from ._errors import ConfigError
-from ._event import Event
+from ._event import Event, encoded_size
 
 __all__ = [
     "Backend",
@@ -154,6 +154,10 @@ class Backend(Protocol[K, T]):
         ...
 
 
+#: The default ``history_bytes`` of a :class:`MemoryBackend`: 32 MiB.
+HISTORY_BYTES = 32 * 1024 * 1024
+
+
 def _new_epoch() -> int:
     # Milliseconds since the Unix epoch, times a million, plus six random
     # digits: later processes get larger epochs, and two broadcasters built
@@ -175,18 +179,104 @@ class _Sequence:
 class _History(Generic[T]):
     """One key's bounded history: ``(seq, event_id, item)``, oldest first."""
 
-    __slots__ = ("entries", "floor")
+    __slots__ = ("budget", "entries", "floor", "sizes", "stale")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, budget: _Budget | None) -> None:
         self.entries: deque[tuple[int, str, T]] = deque(maxlen=size)
         # The newest sequence number evicted (0: nothing evicted yet).
         self.floor = 0
+        # With a byte bound: each entry's size, and how many of this key's
+        # places in the budget's order belong to entries already gone.
+        self.budget = budget
+        self.sizes: deque[int] = deque()
+        self.stale = 0
 
     def append(self, seq: int, event_id: str, item: T) -> None:
+        budget = self.budget
         entries = self.entries
+        if budget is None:
+            if len(entries) == entries.maxlen:
+                self.floor = entries[0][0]
+            entries.append((seq, event_id, item))
+            return
+        size = encoded_size(item, budget.limit) or 0
+        if size > budget.limit:
+            # Never kept, and a replay across it would have a gap: what came
+            # before it goes too.
+            self.clear()
+            self.floor = seq
+            return
         if len(entries) == entries.maxlen:
-            self.floor = entries[0][0]
+            self.evict()
+            self.stale += 1
         entries.append((seq, event_id, item))
+        self.sizes.append(size)
+        budget.add(self, size)
+
+    def evict(self) -> None:
+        """Drop the oldest entry (there is one)."""
+        self.floor = self.entries.popleft()[0]
+        if self.budget is not None:
+            self.budget.remove(self.sizes.popleft())
+
+    def clear(self) -> None:
+        """Drop every entry (the key is forgotten, or an item never fits)."""
+        if self.entries:
+            self.floor = self.entries[-1][0]
+        budget = self.budget
+        if budget is not None:
+            self.stale += len(self.sizes)
+            while self.sizes:
+                budget.remove(self.sizes.pop())
+        self.entries.clear()
+
+
+class _Budget:
+    """The bytes every key's history holds together, and the order to evict in.
+
+    ``order`` has one place per entry appended, oldest first: evicting over
+    the limit takes the key at the front and drops that key's oldest entry.
+    An entry that went another way (the key's ``history`` count, a forgotten
+    key) leaves a stale place, counted in its key's ``stale``; stale places
+    come first among a key's places, since a key drops its entries oldest
+    first. When stale places outnumber live ones (by 1024), ``order`` is
+    rebuilt without them, so it stays within twice the entries held.
+    """
+
+    __slots__ = ("held", "limit", "order", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.held = 0
+        self.order: deque[_History[Any]] = deque()
+
+    def add(self, history: _History[Any], size: int) -> None:
+        self.size += size
+        self.held += 1
+        order = self.order
+        order.append(history)
+        while self.size > self.limit:
+            oldest = order.popleft()
+            if oldest.stale:
+                oldest.stale -= 1
+            else:
+                oldest.evict()
+        if len(order) > 2 * self.held + 1024:
+            self._compact()
+
+    def remove(self, size: int) -> None:
+        self.size -= size
+        self.held -= 1
+
+    def _compact(self) -> None:
+        live: deque[_History[Any]] = deque()
+        for history in self.order:
+            if history.stale:
+                history.stale -= 1
+            else:
+                live.append(history)
+        self.order = live
 
 
 class MemoryBackend(Generic[K, T]):
@@ -204,16 +294,36 @@ class MemoryBackend(Generic[K, T]):
     either there is nothing to replay, so each item gets an id of a new
     sequence. With ``history > 0`` each key retains its last ``history``
     items, also while it has no subscriber (a reconnecting client gets
-    them), until :meth:`forget` drops them.
+    them), until :meth:`forget` drops them. All keys together retain at most
+    ``history_bytes`` bytes of items (their encoded size, counted without
+    encoding): over it, the oldest items of any key go first. An item larger
+    than ``history_bytes`` is delivered but not retained. Either way a
+    ``Last-Event-ID`` from before an evicted item replays incomplete.
 
     :param history: items retained per key for ``Last-Event-ID`` replay.
+    :param history_bytes: bytes retained over all keys (default 32 MiB);
+        ``None``: no byte bound, only ``history`` items per key. Items other
+        than :class:`~trio_sse.Event`, ``str`` and bytes count as 0 bytes.
     """
 
-    def __init__(self, history: int = 0) -> None:
+    def __init__(
+        self, history: int = 0, *, history_bytes: int | None = HISTORY_BYTES
+    ) -> None:
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
             raise ConfigError(f"history must be an integer >= 0, got {history!r}")
+        if history_bytes is not None and (
+            isinstance(history_bytes, bool)
+            or not isinstance(history_bytes, int)
+            or history_bytes < 1
+        ):
+            raise ConfigError(
+                f"history_bytes must be an integer >= 1 or None, got {history_bytes!r}"
+            )
         #: Items retained per key.
         self.history = history
+        #: Bytes retained over all keys (``None``: no byte bound).
+        self.history_bytes = history_bytes
+        self._budget = None if history_bytes is None else _Budget(history_bytes)
         #: The epoch chosen when the backend was built: every key's epoch,
         #: the first part of its ids, is at least this one.
         self.epoch = _new_epoch()
@@ -258,7 +368,7 @@ class MemoryBackend(Generic[K, T]):
         if self.history:
             history = self._histories.get(key)
             if history is None:
-                history = self._histories[key] = _History(self.history)
+                history = self._histories[key] = _History(self.history, self._budget)
             history.append(seq, event_id, item)
         return event_id, local.deliver(key, event_id, item)
 
@@ -316,7 +426,9 @@ class MemoryBackend(Generic[K, T]):
 
     def forget(self, key: K) -> None:
         """Drop the key's history and sequence (a new one starts if needed)."""
-        self._histories.pop(key, None)
+        history = self._histories.pop(key, None)
+        if history is not None:
+            history.clear()
         self._sequences.pop(key, None)
 
     def _next_epoch(self) -> int:

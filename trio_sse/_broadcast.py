@@ -28,11 +28,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 import trio
 
-from ._backend import Backend, MemoryBackend, Replay, parse_event_id
+from ._backend import (
+    HISTORY_BYTES,
+    Backend,
+    MemoryBackend,
+    Replay,
+    parse_event_id,
+)
 from ._config import SseConfig
 from ._driver import Sender
 from ._errors import ConfigError, InvalidEvent, Lagged, SseError, UnwritableItem
-from ._event import Event
+from ._event import Event, encoded_size
 from ._response import SseResponse, sse_channel
 from ._streams import as_event, cast, mapped
 from ._websocket import WebSocketResponse
@@ -385,31 +391,38 @@ class BroadcastStream(trio.abc.ReceiveChannel[T]):
         :raises ~trio_sse.Lagged: once after a lag, without a lag policy.
         """
         sub = self._sub
-        if self._source is not None:
+        root = self._source
+        if root is None:
+            root = self
+        else:
             if self._held or self._failed is not None:
                 await trio.lowlevel.checkpoint()
                 return self.receive_nowait()
-            # The source checkpoints; its item is mapped with its own id.
-            item = await self._source.receive()
-            return self._map(item, sub.last_id)  # type: ignore[return-value]
+            if root._source is not None:
+                # A view of a view: the source maps too (and checkpoints).
+                return self._map(await root.receive(), sub.last_id)  # type: ignore[return-value]
+        # The subscription's own stream, read here rather than through its
+        # receive(): a view waits with one coroutine frame fewer, which an
+        # idle stream keeps for as long as it waits.
         if sub.pending_replay is not None and not sub.closed:
-            await self._load_replay()
+            await root._load_replay()
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            item = self.receive_nowait()
+            item = root.receive_nowait()
         except trio.WouldBlock:
             pass
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return item
+            return item if root is self else self._map(item, sub.last_id)  # type: ignore[return-value]
         while True:
             try:
                 pair = await sub.receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 sub.close()
                 raise trio.EndOfChannel from None
-            if sub.skip_upto is None or self._is_new(pair[0]):
-                return self._take(pair)
+            if sub.skip_upto is None or root._is_new(pair[0]):
+                item = root._take(pair)
+                return item if root is self else self._map(item, sub.last_id)  # type: ignore[return-value]
 
     def _pairs(self, max_items: int) -> list[_Pair]:
         """Take up to ``max_items`` ``(event_id, item)`` pairs held now."""
@@ -580,6 +593,8 @@ class Broadcaster(Generic[K, T]):
     :param history: items retained per key for ``Last-Event-ID`` replay by
         the default :class:`~trio_sse.MemoryBackend`; another backend keeps
         its own history.
+    :param history_bytes: bytes of items that history retains over all keys
+        (default 32 MiB; ``None``: no byte bound); the oldest go first.
     :param backend: where items travel; the default is in process.
         A network backend needs ``async with broadcaster:``, which runs its
         tasks in a nursery.
@@ -591,6 +606,7 @@ class Broadcaster(Generic[K, T]):
         config: SseConfig | None = None,
         *,
         history: int = 0,
+        history_bytes: int | None = HISTORY_BYTES,
         backend: Backend[K, T] | None = None,
     ) -> None:
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
@@ -600,10 +616,11 @@ class Broadcaster(Generic[K, T]):
         elif not isinstance(config, SseConfig):
             raise ConfigError(f"config must be an SseConfig, got {config!r}")
         if backend is None:
-            backend = MemoryBackend(history)
-        elif history:
+            backend = MemoryBackend(history, history_bytes=history_bytes)
+        elif history or history_bytes != HISTORY_BYTES:
+            name = "history" if history else "history_bytes"
             raise ConfigError(
-                "history is a setting of the backend: pass it to the backend, "
+                f"{name} is a setting of the backend: pass it to the backend, "
                 "not to Broadcaster(backend=...)"
             )
         #: Each subscriber's channel size.
@@ -674,17 +691,8 @@ class Broadcaster(Generic[K, T]):
         limit = self.config.max_event_bytes
         if limit is None:
             return
-        if isinstance(item, Event):
-            size = _data_size(item.data, limit) + sum(
-                len(text) + 10
-                for text in (item.id, item.event, item.comment)
-                if text is not None
-            )
-        elif isinstance(item, str):
-            size = _data_size(item, limit)
-        elif isinstance(item, (bytes, bytearray, memoryview)):
-            size = len(item)
-        else:
+        size = encoded_size(item, limit)
+        if size is None:
             return
         if size > limit:
             raise InvalidEvent(
@@ -960,19 +968,6 @@ class Broadcaster(Generic[K, T]):
 
 def _subscribers_of(item: tuple[Any, _Topic]) -> int:
     return len(item[1].subs)
-
-
-def _data_size(data: str | None, limit: int) -> int:
-    """The encoded size of ``data:`` lines for ``data`` (at least ``limit + 1``
-    when the text alone is over the limit)."""
-    if data is None:
-        return 1
-    if len(data) > limit:
-        return len(data)
-    lines = data.count("\n") + data.count("\r") - data.count("\r\n") + 1
-    ends = data.count("\n") + data.count("\r")
-    size = len(data) if data.isascii() else len(data.encode("utf-8"))
-    return size - ends + 7 * lines + 1
 
 
 def cast_events(

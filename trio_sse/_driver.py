@@ -363,7 +363,9 @@ class StreamDriver:
         self._logged_item = False
         self._nursery_scope: trio.CancelScope | None = None
         self._wait_scope: trio.CancelScope | None = None
-        self._pump_scope = trio.CancelScope()
+        # Made when a pump is started (most streams read their channel
+        # directly and never need one).
+        self._pump_scope: trio.CancelScope | None = None
         if lifetime is None:
             lifetime = config.max_lifetime
         # The stream's lifetime, shortened by up to 10 % at random so that
@@ -393,7 +395,8 @@ class StreamDriver:
         if new is State.CLOSED:
             self._closed(trigger, end)
         elif trigger is Trigger.STOP and old is not State.STOPPING:
-            self._pump_scope.cancel()
+            if self._pump_scope is not None:
+                self._pump_scope.cancel()
             if old is State.WAITING and self._wait_scope is not None:
                 self._wait_scope.cancel()
         return new
@@ -414,7 +417,7 @@ class StreamDriver:
         """Serve the stream until it ends; close the source and the transport."""
         tx: trio.MemorySendChannel[bytes] | None = None
         rx: trio.MemoryReceiveChannel[bytes] | None = None
-        forget_shutdown: Callable[[], None] | None = None
+        signal = self._shutdown if isinstance(self._shutdown, ShutdownSignal) else None
         opened = False
         if self._counters is not None:
             self._counters.opened += 1
@@ -429,19 +432,19 @@ class StreamDriver:
                 else:
                     nursery.start_soon(self._watch, False)
                     nursery.start_soon(self._read_messages, self._on_message)
-                shutdown = self._shutdown
-                if isinstance(shutdown, ShutdownSignal):
-                    # A callback, not a task: one waiting task fewer per stream.
-                    forget_shutdown = shutdown.add_callback(self._on_shutdown)
-                elif shutdown is not None:
-                    nursery.start_soon(self._watch_shutdown, shutdown)
                 source: Any
                 if self._function is None and is_direct(self._source):
                     source = self._source
                 else:
                     tx, rx = trio.open_memory_channel[bytes](_PUMP_BUFFER)
-                    nursery.start_soon(self._pump, tx)
+                    self._pump_scope = trio.CancelScope()
+                    nursery.start_soon(self._pump, tx, self._pump_scope)
                     source = rx
+                if signal is not None:
+                    # A callback, not a task: one waiting task fewer per stream.
+                    signal.add_callback(self._on_shutdown)
+                elif isinstance(self._shutdown, trio.Event):
+                    nursery.start_soon(self._watch_shutdown, self._shutdown)
                 opened = True
                 try:
                     await self._transport.open()
@@ -463,8 +466,8 @@ class StreamDriver:
             self.fire(Trigger.DISCONNECT)
             if self._counters is not None:
                 self._counters.ends[self.end or End.DISCONNECTED] += 1
-            if forget_shutdown is not None:
-                forget_shutdown()
+            if signal is not None:
+                signal.remove_callback(self._on_shutdown)
             for end in (tx, rx):
                 if end is not None:
                     end.close()
@@ -802,11 +805,13 @@ class StreamDriver:
 
     # -- the pump, shutdown and the source ----------------------------------------
 
-    async def _pump(self, tx: trio.MemorySendChannel[bytes]) -> None:
+    async def _pump(
+        self, tx: trio.MemorySendChannel[bytes], scope: trio.CancelScope
+    ) -> None:
         """Read an async iterable (or run the channel function) into ``tx``."""
         function = self._function
         try:
-            with self._pump_scope:
+            with scope:
                 try:
                     if function is not None:
                         await function(Sender(tx))

@@ -18,7 +18,7 @@ import attrs
 
 from ._errors import InvalidEvent
 
-__all__ = ["Event", "comment", "encode_item"]
+__all__ = ["Event", "comment", "encode_item", "encoded_size"]
 
 #: The largest ``retry`` a reader accepts: an unsigned 64-bit count of ms.
 MAX_RETRY_MS = 2**64 - 1
@@ -298,3 +298,45 @@ def encode_item(item: object) -> bytes:
         "an SSE stream must yield Event, str or bytes objects,"
         f" not {type(item).__name__} ({item!r:.60})"
     )
+
+
+def encoded_size(item: object, limit: int) -> int | None:
+    """The size of ``item`` on the wire, counted without encoding it.
+
+    ``item`` is what :func:`encode_item` takes: an :class:`Event`, ``str``
+    data or bytes; any other object gives ``None``. Data is counted exactly
+    (each line's ``data:`` prefix included); the other fields of an Event
+    add their length and the field's name. Text longer than ``limit`` is not
+    counted line by line: its size is then only known to be over ``limit``.
+    """
+    if isinstance(item, Event):
+        encoded = item._encoded
+        if encoded is not None:
+            return len(encoded)
+        size = _data_size(item.data, limit)
+        if item.id is not None:
+            size += len(item.id) + 10
+        if item.event is not None:
+            size += len(item.event) + 10
+        if item.comment is not None:
+            size += len(item.comment) + 10
+        return size
+    if isinstance(item, str):
+        return _data_size(item, limit)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return len(item)
+    return None
+
+
+def _data_size(data: str | None, limit: int) -> int:
+    """The encoded size of the ``data:`` lines of ``data`` (its length alone
+    when that is over ``limit``)."""
+    if data is None:
+        return 1
+    if len(data) > limit:
+        return len(data)
+    lf = data.count("\n")
+    cr = data.count("\r")
+    lines = lf + cr - (data.count("\r\n") if cr else 0) + 1
+    size = len(data) if data.isascii() else len(data.encode("utf-8"))
+    return size - lf - cr + 7 * lines + 1

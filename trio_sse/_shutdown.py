@@ -57,6 +57,15 @@ class ShutdownSignal:
         self._callbacks.add(callback)
         return lambda: self._callbacks.discard(callback)
 
+    def remove_callback(self, callback: Callable[[], None]) -> None:
+        """Forget ``callback`` (one equal to it) if it was added and has not run.
+
+        What the function :meth:`add_callback` returns does, for a caller
+        that would rather not keep that function (a bound method is equal
+        to another of the same object and function).
+        """
+        self._callbacks.discard(callback)
+
 
 def _nothing() -> None:
     pass
