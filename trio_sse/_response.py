@@ -9,7 +9,7 @@ into ``http.response.body`` messages and ``http.disconnect`` into the end.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from typing import Any, final
 
 import trio
@@ -20,12 +20,17 @@ from ._driver import ChannelFunction, End, StreamDriver, is_direct
 from ._event import Event
 from ._limits import STREAMS_SCOPE_KEY, StreamCount, refusal
 
-__all__ = ["SseResponse", "sse_channel"]
+__all__ = ["SseResponse", "StreamOpener", "opening_response", "sse_channel"]
 
 logger = logging.getLogger("trio_sse")
 
 #: What a stream may yield and ``Sender.send`` accepts.
 EventLike = Event | str | bytes
+#: Makes a response's stream from the request's scope (see
+#: :func:`opening_response`).
+StreamOpener = Callable[
+    [Scope], AsyncIterable[EventLike] | trio.abc.ReceiveChannel[EventLike]
+]
 
 
 @final
@@ -121,6 +126,7 @@ class SseResponse:
         #: This stream's maximum lifetime (``None``: ``config.max_lifetime``).
         self.lifetime = lifetime
         self._function: ChannelFunction | None = None
+        self._open: StreamOpener | None = None
         self._called = False
 
     def _start_message(self, scope: Scope) -> dict[str, Any]:
@@ -155,6 +161,8 @@ class SseResponse:
             await self._refuse(start, send)
             return
         try:
+            if self._open is not None:
+                self.stream = self._open(scope)
             transport = _HttpTransport(start, receive, send)
             driver = StreamDriver(
                 transport,
@@ -214,4 +222,15 @@ def sse_channel(
     """
     response = SseResponse(None, config=config, status=status, headers=headers)
     response._function = fn
+    return response
+
+
+def opening_response(
+    open_stream: StreamOpener, config: SseConfig | None = None
+) -> SseResponse:
+    """Return a response whose stream is ``open_stream(scope)``, made only
+    once the stream is admitted: never for ``HEAD``, never for a request
+    refused over ``config.max_streams``."""
+    response = SseResponse(None, config=config)
+    response._open = open_stream
     return response
