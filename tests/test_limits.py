@@ -18,7 +18,7 @@ from trio_sse import (
     SseConfig,
     SseResponse,
 )
-from trio_sse._limits import STREAMS_SCOPE_KEY, StreamCount
+from trio_sse._limits import REFUSAL_LOG_INTERVAL, STREAMS_SCOPE_KEY, StreamCount
 
 
 async def call(response: Any, scope: dict[str, Any]) -> tuple[list[Any], bool]:
@@ -262,7 +262,67 @@ async def test_a_real_server_refuses_before_subscribing(
             with trio.fail_after(10):
                 await refused.read_to_end()
                 assert refused.status == 200 and b"retry: " in bytes(refused.body)
+                # The server closes the connection with the answer.
+                assert refused.headers["connection"] == "close"
+                await refused.receive_some()
+                assert refused.eof
         assert backend.calls == [("subscribed", "a")]
         bc.send("a", Event("still here"))
         with trio.fail_after(10):
             await first.read_until(b"still here")
+
+
+@pytest.mark.parametrize(("version", "close"), [("1.1", True), ("2", False)])
+async def test_a_refusal_closes_an_http1_connection(version: str, close: bool) -> None:
+    count = StreamCount()
+    count.open = 1
+    scope = scope_with(count)
+    scope["http_version"] = version
+    sent, _ = await call(SseResponse(None, config=SseConfig(max_streams=1)), scope)
+    connection = [v for n, v in sent[0]["headers"] if n == b"connection"]
+    # The connection (and its file descriptor) is freed with the answer.
+    assert connection == ([b"close"] if close else [])
+
+
+async def test_refusals_are_logged_a_few_lines_per_flood(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = SseConfig(max_streams=1)
+    count = StreamCount()
+    count.open = 1
+    for _ in range(100):
+        await call(SseResponse(None, config=config), scope_with(count))
+    await trio.sleep(REFUSAL_LOG_INTERVAL)
+    await call(SseResponse(None, config=config), scope_with(count))
+    lines = [r.getMessage() for r in caplog.records if r.name == "trio_sse"]
+    assert lines == [
+        "1 stream refused: 1 streams open (max_streams); answered 200",
+        "100 streams refused: 1 streams open (max_streams); answered 200",
+    ]
+    assert count.refused == 101 and count.open == 1
+
+
+async def test_a_websocket_over_the_cap_is_closed_with_1013(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    count = StreamCount()
+    count.open = 1
+    scope = {"type": "websocket", "headers": [], STREAMS_SCOPE_KEY: count}
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    bc: Broadcaster[str, Event] = Broadcaster(config=SseConfig(max_streams=1))
+    with trio.fail_after(5):
+        await bc.websocket(bc.subscribe("k"))(scope, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.close"]
+    assert sent[0]["code"] == 1013
+    assert bc.keys() == [] and count.refused == 1
+    line = (
+        "1 stream refused: 1 streams open (max_streams); answered WebSocket close 1013"
+    )
+    assert line in caplog.text

@@ -158,7 +158,7 @@ class SseResponse:
         if isinstance(count, StreamCount) and not count.acquire(
             self.config.max_streams
         ):
-            await self._refuse(start, send)
+            await self._refuse(scope, count, send)
             return
         try:
             if self._open is not None:
@@ -177,20 +177,19 @@ class SseResponse:
             if isinstance(count, StreamCount):
                 count.release()
 
-    async def _refuse(self, start: dict[str, Any], send: Send) -> None:
-        """Refuse a stream over ``config.max_streams``: see :func:`refusal`."""
+    async def _refuse(self, scope: Scope, count: StreamCount, send: Send) -> None:
+        """Refuse a stream over ``config.max_streams`` (see :func:`refusal`)
+        and close the connection, which frees its file descriptor at once:
+        the client comes back after the ``retry:``, on a new connection."""
         status, extra, body = refusal(self.config)
-        logger.warning(
-            "SSE stream refused: %d streams open (max_streams); answered %d",
-            self.config.max_streams,
-            status,
-        )
-        if status != 200:
-            start = {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"text/plain"), *extra],
-            }
+        count.refuse(self.config.max_streams, str(status))
+        if status == 200:
+            headers = [pair for pair in self.headers if pair[0] != b"connection"]
+        else:
+            headers = [(b"content-type", b"text/plain"), *extra]
+        if scope.get("http_version", "1.1") in ("1.0", "1.1"):
+            headers.append((b"connection", b"close"))
+        start = {"type": "http.response.start", "status": status, "headers": headers}
         await self._head(start, send, body)
 
     async def _head(self, start: dict[str, Any], send: Send, body: bytes = b"") -> None:
