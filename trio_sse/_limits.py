@@ -28,7 +28,15 @@ REFUSAL_LOG_INTERVAL = 10.0
 
 
 class StreamCount:
-    """How many streams (SSE and WebSocket) one server has open."""
+    """How many streams (SSE and WebSocket) one server has open.
+
+    It also counts and logs the streams refused over the cap: the first
+    refusal at once, then at most one line every
+    :data:`REFUSAL_LOG_INTERVAL` seconds with the number of refusals since
+    the previous line (a flood costs a few lines, not one per request).
+    Refusals still unlogged are logged by the next stream that opens or
+    closes once the interval is over, or by :meth:`log_refusals`.
+    """
 
     __slots__ = ("_next_log", "_unlogged", "open", "refused")
 
@@ -45,31 +53,38 @@ class StreamCount:
         if limit is not None and self.open >= limit:
             return False
         self.open += 1
+        if self._unlogged:
+            self._log_if_due()
         return True
 
     def release(self) -> None:
         """Count one stream fewer."""
         self.open -= 1
+        if self._unlogged:
+            self._log_if_due()
 
-    def refuse(self, limit: int | None, answer: str) -> None:
-        """Count one refused stream, and log it: the first refusal at once,
-        then at most one line every :data:`REFUSAL_LOG_INTERVAL` seconds
-        with the number it stands for (a flood costs a few lines, not one
-        per request)."""
+    def refuse(self) -> None:
+        """Count one stream refused over the cap (and log it, see above)."""
         self.refused += 1
         self._unlogged += 1
+        self._log_if_due()
+
+    def _log_if_due(self) -> None:
         now = trio.current_time()
-        if now < self._next_log:
-            return
-        self._next_log = now + REFUSAL_LOG_INTERVAL
-        logger.warning(
-            "%d stream%s refused: %s streams open (max_streams); answered %s",
-            self._unlogged,
-            "" if self._unlogged == 1 else "s",
-            limit,
-            answer,
-        )
-        self._unlogged = 0
+        if now >= self._next_log:
+            self._next_log = now + REFUSAL_LOG_INTERVAL
+            self.log_refusals()
+
+    def log_refusals(self) -> None:
+        """Log the refusals not logged yet, if any."""
+        if self._unlogged:
+            logger.warning(
+                "%d stream%s refused: %d streams open (max_streams)",
+                self._unlogged,
+                "" if self._unlogged == 1 else "s",
+                self.open,
+            )
+            self._unlogged = 0
 
 
 def overload_retry_ms(config: SseConfig) -> int:

@@ -182,7 +182,7 @@ class SseResponse:
         and close the connection, which frees its file descriptor at once:
         the client comes back after the ``retry:``, on a new connection."""
         status, extra, body = refusal(self.config)
-        count.refuse(self.config.max_streams, str(status))
+        count.refuse()
         if status == 200:
             headers = [pair for pair in self.headers if pair[0] != b"connection"]
         else:

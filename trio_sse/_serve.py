@@ -629,7 +629,8 @@ async def serve(
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
-    asgi = _wrap(app, shutdown, StreamCount())
+    streams = StreamCount()
+    asgi = _wrap(app, shutdown, streams)
 
     with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
         # The worker listens on this very socket (through create_sockets());
@@ -646,7 +647,10 @@ async def serve(
             task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
         ) -> None:
             with run_scope:
-                await worker.run(task_status=task_status)
+                try:
+                    await worker.run(task_status=task_status)
+                finally:
+                    streams.log_refusals()  # those not logged yet
             # The worker ended by itself (or its hard deadline passed).
             nursery.cancel_scope.cancel()
 

@@ -168,7 +168,7 @@ class WebSocketResponse:
             self.config.max_streams
         ):
             # Over max_streams: close before accepting (try again later).
-            count.refuse(self.config.max_streams, "WebSocket close 1013")
+            count.refuse()
             self.end = End.DISCONNECTED
             await _aclose_now(self.stream)
             await send({"type": "websocket.close", "code": 1013, "reason": ""})
