@@ -315,7 +315,7 @@ _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 #: Seconds between accept() attempts at the limit (as trio.serve_listeners).
 _ACCEPT_RETRY = 0.1
 #: Seconds without a failed accept() after which the limit is over.
-_LIMIT_OVER_AFTER = 2.0
+_LIMIT_OVER_AFTER = 5.0
 
 
 class _PatientListener(trio.abc.Listener[trio.abc.Stream]):
