@@ -91,6 +91,7 @@ def run_server(args: argparse.Namespace) -> None:
         max_streams=args.max_streams or None, keep_alive=None, overload_retry=5
     )
     bc: trio_sse.Broadcaster[str, trio_sse.Event] = trio_sse.Broadcaster(config=config)
+    subscribe_response = getattr(bc, "subscribe_response", None)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -103,7 +104,11 @@ def run_server(args: argparse.Namespace) -> None:
                 nursery.cancel_scope.cancel()
             await send({"type": "lifespan.shutdown.complete"})
         elif scope["type"] == "http":
-            await bc.subscribe_response("ticks")(scope, receive, send)
+            if subscribe_response is None:  # a tree from before it existed
+                response = bc.response(bc.subscribe("ticks"))
+            else:
+                response = subscribe_response("ticks")
+            await response(scope, receive, send)
 
     async def tick() -> None:
         n = 0
@@ -241,6 +246,7 @@ async def run_connection(
     """Connect, ask for the stream (unless *silent*) and wait for the answer
     until *deadline*; then hold the connection, reading, until *release*.
     *connected* counts down once connect() is over, whatever its outcome."""
+    conn.started = time.monotonic()
     try:
         stream = await open_connection(source, address, deadline)
     except trio.TooSlowError:
@@ -392,10 +398,12 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def environment() -> dict[str, str]:
+def environment(tree: str | None = None) -> dict[str, str]:
+    """The environment of a process that imports trio_sse from *tree*
+    (default: this checkout)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO), env.get("PYTHONPATH")])
+        filter(None, [tree or str(REPO), env.get("PYTHONPATH")])
     )
     return env
 
@@ -459,6 +467,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "watchers": args.watchers,
         "tick": args.tick,
         "keep_alive_timeout": args.keep_alive_timeout,
+        "tree": args.tree,
     }
     server_log = Lines()
     command = [
@@ -474,7 +483,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 trio.run_process,
                 command,
                 stderr=subprocess.PIPE,
-                env=environment(),
+                env=environment(args.tree),
                 check=False,
             )
         )
@@ -664,6 +673,9 @@ def main() -> None:
     parser.add_argument("--answer-timeout", type=float, default=60.0)
     parser.add_argument(
         "--probe-delay", type=float, default=2.0, help="when the new client comes"
+    )
+    parser.add_argument(
+        "--tree", help="serve with the trio_sse of this source tree (default: here)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--log", help="write the server's log to this file")
