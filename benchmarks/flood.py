@@ -572,10 +572,10 @@ async def flood(
             figures["fds_peak"] = peak[0]
             figures["attackers"] = reports
             figures["totals"] = totals(reports)
-            ticks, gap = zip(*(w.gaps(start, settled) for w in watchers), strict=True)
+            gaps = [w.gaps(start, settled) for w in watchers]
             figures["watchers_during"] = {
-                "ticks_min": min(ticks),
-                "longest_gap": round(max(gap), 3),
+                "ticks_min": min((ticks for ticks, _ in gaps), default=None),
+                "longest_gap": rounded(max((gap for _, gap in gaps), default=None)),
             }
             for process, _ in attackers:
                 await process.stdin.send_all(b"release\n")
@@ -662,7 +662,9 @@ def main() -> None:
     parser.add_argument(
         "--max-streams", type=int, default=15_000, help="0: no max_streams"
     )
-    parser.add_argument("--watchers", type=int, default=10)
+    parser.add_argument(
+        "--watchers", type=int, default=10, help="streams opened before the flood"
+    )
     parser.add_argument("--tick", type=float, default=1.0, help="seconds per event")
     parser.add_argument(
         "--keep-alive-timeout",
