@@ -8,7 +8,6 @@ into ``http.response.body`` messages and ``http.disconnect`` into the end.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterable, Callable
 from typing import Any, final
 
@@ -21,8 +20,6 @@ from ._event import Event
 from ._limits import STREAMS_SCOPE_KEY, StreamCount, refusal
 
 __all__ = ["SseResponse", "StreamOpener", "opening_response", "sse_channel"]
-
-logger = logging.getLogger("trio_sse")
 
 #: What a stream may yield and ``Sender.send`` accepts.
 EventLike = Event | str | bytes
