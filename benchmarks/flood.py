@@ -35,6 +35,7 @@ import errno
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import resource
@@ -492,7 +493,10 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             url = (await server_log.wait_for(r"Running on (http://\S+)"))[1]
         figures["fds_before"] = open_fds(server.pid)
         try:
-            await flood(args, url, server.pid, figures)
+            with trio.fail_after(args.time_limit or math.inf):
+                await flood(args, url, server.pid, figures)
+        except Exception as error:  # report what was measured, and why it stopped
+            figures["error"] = repr(error)
         finally:
             server.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
@@ -597,10 +601,16 @@ async def flood(
         figures["fds_after"] = open_fds(pid)
         figures["fds_back_after"] = round(time.monotonic() - released, 3)
         figures["probe_after"] = await probe(url, args.answer_timeout)
+        # The watchers' next events, after the flood.
         after = time.monotonic()
-        with trio.fail_after(2 * args.tick + 10):
+        with trio.move_on_after(2 * args.tick + 10):
             while not all(w.gaps(after, time.monotonic())[0] for w in watchers):  # noqa: ASYNC110
                 await trio.sleep(0.05)
+        figures["watchers_after"] = {
+            "ticks_min": min(
+                (w.gaps(after, time.monotonic())[0] for w in watchers), default=None
+            )
+        }
         nursery.cancel_scope.cancel()
 
 
@@ -615,37 +625,40 @@ def totals(reports: list[dict[str, Any]]) -> dict[str, int]:
 
 def show(figures: dict[str, Any]) -> None:
     """Print the figures for a reader."""
-    t = figures["totals"]
     print(
         f"flood: {figures['clients']} x ({figures['connections_per_client']:,} requests"
         f" + {figures['silent_per_client']:,} silent) connections,"
         f" fd limit {figures['fd_limit']:,}, max_streams {figures['max_streams']},"
-        f" {figures['watchers']} watchers"
+        f" {figures['watchers']} watchers, a tick every {figures['tick']} s"
     )
+    if "error" in figures:
+        print(f"  stopped early: {figures['error']}")
     print(f"  attempted        {figures['attempted']:,}")
-    for kind, count in t.items():
+    for kind, count in figures.get("totals", {}).items():
         print(f"  {kind:<28} {count:,}")
-    for i, report in enumerate(figures["attackers"]):
+    for i, report in enumerate(figures.get("attackers", ())):
         print(
             f"  attacker {i}: answered {report['answered']:,}, answer p50"
             f" {report['answer_p50']} s, p99 {report['answer_p99']} s,"
             f" max {report['answer_max']} s"
         )
-    print(f"  flood settled after  {figures['flood_seconds']} s")
-    print(
-        f"  server fds: before {figures['fds_before']}, with watchers"
-        f" {figures['fds_watching']}, peak {figures['fds_peak']}, after"
-        f" {figures['fds_after']} ({figures['fds_back_after']} s after release)"
-    )
-    w = figures["watchers_during"]
-    print(
-        f"  watchers during the flood: at least {w['ticks_min']} ticks each,"
-        f" longest gap {w['longest_gap']} s (tick {figures['tick']} s)"
-    )
-    print(f"  new client during: {figures['probe_during']}")
-    print(f"  new client after:  {figures['probe_after']}")
-    print(f"  server log: {figures['log']}")
-    print(f"  server exit code: {figures['server_exit_code']}")
+    for key, label in [
+        ("flood_seconds", "flood settled after (s)"),
+        ("fds_before", "server fds before"),
+        ("fds_watching", "server fds with the watchers"),
+        ("fds_peak", "server fds at the peak"),
+        ("fds_after", "server fds after"),
+        ("fds_back_after", "  back after release (s)"),
+        ("watchers_during", "watchers during the flood"),
+        ("watchers_after", "watchers after the flood"),
+        ("admitted_events_min", "fewest events on an admitted flood stream"),
+        ("probe_during", "a new client during the flood"),
+        ("probe_after", "a new client after it"),
+        ("log", "server log lines"),
+        ("server_exit_code", "server exit code"),
+    ]:
+        if key in figures:
+            print(f"  {label:<42} {figures[key]}")
 
 
 def main() -> None:
@@ -673,6 +686,11 @@ def main() -> None:
         help="the server's Hypercorn keep_alive_timeout (closes silent connections)",
     )
     parser.add_argument("--answer-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        help="stop the flood after this many seconds and report what was measured",
+    )
     parser.add_argument(
         "--probe-delay", type=float, default=2.0, help="when the new client comes"
     )
