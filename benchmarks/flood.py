@@ -72,6 +72,19 @@ def raise_fd_limit(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def die_with_parent() -> None:
+    """Have the kernel send SIGTERM to this process when its parent dies
+    (Linux ``PR_SET_PDEATHSIG``), so no server or attacker outlives a killed
+    run."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl()
+        raise SystemExit("the orchestrator is gone")
+
+
 # -- the server ----------------------------------------------------------------
 
 
@@ -521,7 +534,8 @@ async def flood(
     async with trio.open_nursery() as nursery:
         for watcher in watchers:
             nursery.start_soon(watcher.run, url)
-        with trio.fail_after(30):
+        # A stream counts as admitted at its first event.
+        with trio.fail_after(30 + 2 * args.tick):
             for watcher in watchers:
                 await watcher.admitted.wait()
         # Descriptors with the watchers' streams open: the floor to return to.
@@ -703,8 +717,10 @@ def main() -> None:
     parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "server":
+        die_with_parent()
         run_server(args)
     elif args.role == "attacker":
+        die_with_parent()
         run_attacker(args)
     else:
         if not Path("/proc/self/fd").is_dir():
