@@ -72,19 +72,6 @@ def raise_fd_limit(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def die_with_parent() -> None:
-    """Have the kernel send SIGTERM to this process when its parent dies
-    (Linux ``PR_SET_PDEATHSIG``), so no server or attacker outlives a killed
-    run."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl()
-        raise SystemExit("the orchestrator is gone")
-
-
 # -- the server ----------------------------------------------------------------
 
 
@@ -113,6 +100,7 @@ def run_server(args: argparse.Namespace) -> None:
             async with trio.open_nursery() as nursery:
                 await receive()
                 nursery.start_soon(tick)
+                nursery.start_soon(stop_with_the_orchestrator)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()
                 nursery.cancel_scope.cancel()
@@ -123,6 +111,13 @@ def run_server(args: argparse.Namespace) -> None:
             else:
                 response = subscribe_response("ticks")
             await response(scope, receive, send)
+
+    async def stop_with_the_orchestrator() -> None:
+        # stdin is a pipe from the orchestrator: its end means it is gone.
+        async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+            while await stdin.receive_some():
+                pass
+        signal.raise_signal(signal.SIGTERM)  # a graceful shutdown
 
     async def tick() -> None:
         n = 0
@@ -346,6 +341,15 @@ async def attack(args: argparse.Namespace) -> None:
     conns = [Connection() for _ in range(total)]
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     async with stdin, trio.open_nursery() as nursery:
+
+        async def release_on_stdin() -> None:
+            # A line, or the end: the orchestrator is gone.
+            await stdin.receive_some()
+            release.set()
+            if not settled.event.is_set():
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(release_on_stdin)
         # The silent connections first (they fill the server's descriptor
         # table; the server accepts in the order the handshakes completed),
         # then the stream requests.
@@ -368,8 +372,7 @@ async def attack(args: argparse.Namespace) -> None:
             )
         await settled.event.wait()
         print(json.dumps({"settled": summary(conns)}), flush=True)
-        await stdin.receive_some()
-        release.set()
+        await release.wait()
     print(json.dumps({"released": summary(conns)}), flush=True)
 
 
@@ -496,6 +499,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             partial(
                 trio.run_process,
                 command,
+                stdin=subprocess.PIPE,  # closed when this process ends
                 stderr=subprocess.PIPE,
                 env=environment(args.tree),
                 check=False,
@@ -717,10 +721,8 @@ def main() -> None:
     parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "server":
-        die_with_parent()
         run_server(args)
     elif args.role == "attacker":
-        die_with_parent()
         run_attacker(args)
     else:
         if not Path("/proc/self/fd").is_dir():
