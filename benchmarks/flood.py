@@ -354,9 +354,14 @@ async def attack(args: argparse.Namespace) -> None:
         # table; the server accepts in the order the handshakes completed),
         # then the stream requests.
         silent = Countdown(args.silent)
+        start = trio.current_time()
         for i, conn in enumerate(conns):
             if i == args.silent:
                 await silent.event.wait()
+            if args.rate:
+                await trio.sleep_until(start + i / args.rate)
+                # Each connection has the whole answer timeout.
+                deadline = trio.current_time() + args.answer_timeout
             nursery.start_soon(
                 partial(
                     run_connection,
@@ -483,6 +488,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "max_streams": args.max_streams or None,
         "watchers": args.watchers,
         "tick": args.tick,
+        "rate_per_client": args.rate or None,
         "keep_alive_timeout": args.keep_alive_timeout,
         "tree": args.tree,
     }
@@ -563,6 +569,7 @@ async def flood(
                     "--connections", str(args.connections),
                     "--silent", str(args.silent),
                     "--answer-timeout", str(args.answer_timeout),
+                    "--rate", str(args.rate),
                 ]  # fmt: skip
                 process = await attacking.start(
                     partial(
@@ -702,6 +709,12 @@ def main() -> None:
         type=float,
         default=5.0,
         help="the server's Hypercorn keep_alive_timeout (closes silent connections)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="connections each client opens per second (0: all at once)",
     )
     parser.add_argument("--answer-timeout", type=float, default=60.0)
     parser.add_argument(
