@@ -522,8 +522,13 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             figures["error"] = repr(error)
         finally:
             server.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
+            stopping = time.monotonic()
+        with trio.move_on_after(300):
             figures["server_exit_code"] = await server.wait()
+            figures["server_shutdown_seconds"] = round(time.monotonic() - stopping, 3)
+        if server.returncode is None:
+            figures["server_exit_code"] = "still running 300 s after SIGTERM: killed"
+            server.kill()
     lines = server_log.lines
     figures["log"] = {
         "lines": len(lines),
@@ -681,6 +686,7 @@ def show(figures: dict[str, Any]) -> None:
         ("probe_after", "a new client after it"),
         ("log", "server log lines"),
         ("server_exit_code", "server exit code"),
+        ("server_shutdown_seconds", "server shutdown after SIGTERM (s)"),
     ]:
         if key in figures:
             print(f"  {label:<42} {figures[key]}")
