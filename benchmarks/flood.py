@@ -597,7 +597,8 @@ async def flood(
 
             attacking.start_soon(probe_during)
             reports = []
-            with trio.fail_after(args.answer_timeout + 60):
+            pacing = (args.connections + args.silent) / args.rate if args.rate else 0
+            with trio.fail_after(pacing + args.answer_timeout + 60):
                 for _, out in attackers:
                     found = await out.wait_for(r'^\{"settled"')
                     reports.append(json.loads(found.string)["settled"])
