@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from helpers import open_http_stream, serve_app
 
 import trio_sse
 from trio_sse import Event, SseConfig, SseResponse
+from trio_sse._serve import _PatientListener
 
 
 def listen_backlog(port: int) -> int:
@@ -149,6 +151,65 @@ async def test_body_timeout_does_not_touch_streams() -> None:
         assert not http.eof
 
 
+class ScriptedListener(trio.abc.Listener[trio.abc.Stream]):
+    """Fails with EMFILE or accepts, as *script* says ("x" or "."); then waits
+    for :meth:`feed`."""
+
+    def __init__(self, script: str) -> None:
+        self.script = list(script)
+        self.fed = trio.Event()
+
+    def feed(self, script: str) -> None:
+        self.script.extend(script)
+        self.fed.set()
+
+    async def accept(self) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        while not self.script:
+            self.fed = trio.Event()
+            await self.fed.wait()
+        if self.script.pop(0) == "x":
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return trio.testing.memory_stream_pair()[0]
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_server_at_the_fd_limit_logs_once_per_episode(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # At the limit, each closed connection lets one accept() through, and the
+    # next fails again: one episode, one line, and one more when it is over.
+    scripted = ScriptedListener("xxx." * 50)
+    listener = _PatientListener(scripted)
+    accepted = 0
+    caplog.set_level(logging.INFO, logger="trio_sse")
+
+    async def accept_forever() -> None:
+        nonlocal accepted
+        while True:
+            await listener.accept()
+            accepted += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_forever)
+        await trio.sleep(60)
+        assert accepted == 50
+        # A second episode, later: one line again.
+        scripted.feed("xx.")
+        await trio.sleep(60)
+        nursery.cancel_scope.cancel()
+    lines = [r.getMessage() for r in caplog.records if r.name == "trio_sse"]
+    assert [line.split(":")[0].split(",")[0] for line in lines] == [
+        "cannot accept connections",
+        "accepting connections again",
+        "cannot accept connections",
+        "accepting connections again",
+    ]
+    assert "after 14.9 s at the limit (150 accept attempts failed)" in lines[1]
+
+
 SERVER = """
 import logging
 import resource
@@ -158,6 +219,7 @@ import trio
 
 import trio_sse
 from trio_sse import Event, SseConfig, SseResponse
+from trio_sse._serve import _PatientListener
 
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard))

@@ -3,7 +3,8 @@
 The apps run on a real Hypercorn trio worker (:func:`trio_sse.serve`) and
 are read by the project's client, httpx-sse and headless Chromium's
 ``EventSource`` (also cross-origin, through Starlette's ``CORSMiddleware``
-with ``withCredentials``). A closed connection frees the subscription and a
+with ``withCredentials``, around a Starlette app and around a plain ASGI
+app). A closed connection frees the subscription and a
 graceful shutdown ends the streams. Smaller properties (headers set after
 construction, FastAPI ``ServerSentEvent`` items, the ``Last-Event-ID``
 helpers) are checked in memory with :mod:`trio_sse.testing`.
@@ -15,6 +16,7 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from http.cookies import SimpleCookie
 from typing import Any
 
 import httpx
@@ -292,15 +294,21 @@ async def test_chromium_eventsource(browser_required: None, factory: Any) -> Non
     ]
 
 
-def cors_app(allow_origin: str) -> Starlette:
-    """An SSE route behind CORSMiddleware: it greets with the session cookie."""
+def greeting(cookie: str, origin: str) -> Event:
+    """The event a CORS test stream starts with: what the request carried."""
+    return Event.json({"cookie": cookie, "origin": origin}, event="hello")
+
+
+def starlette_cors_app(allow_origin: str) -> Any:
+    """A Starlette SSE route behind CORSMiddleware: it greets with the session
+    cookie."""
 
     async def greet(request: Request) -> EventSourceResponse:
         cookie = request.cookies.get("session", "none")
         origin = request.headers.get("origin", "none")
 
         async def events() -> AsyncIterator[Event]:
-            yield Event.json({"cookie": cookie, "origin": origin}, event="hello")
+            yield greeting(cookie, origin)
             await trio.sleep_forever()  # until the page closes it
 
         return EventSourceResponse(events())
@@ -317,8 +325,35 @@ def cors_app(allow_origin: str) -> Starlette:
     )
 
 
+def raw_cors_app(allow_origin: str) -> Any:
+    """A plain ASGI app (an SseResponse, no framework) wrapped in Starlette's
+    CORSMiddleware: the same greeting."""
+
+    async def greet(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+        }
+        cookies = SimpleCookie(headers.get("cookie", ""))
+        cookie = cookies["session"].value if "session" in cookies else "none"
+
+        async def events() -> AsyncIterator[Event]:
+            yield greeting(cookie, headers.get("origin", "none"))
+            await trio.sleep_forever()  # until the page closes it
+
+        await SseResponse(events())(scope, receive, send)
+
+    return CORSMiddleware(greet, allow_origins=[allow_origin], allow_credentials=True)
+
+
 @pytest.mark.browser
-async def test_chromium_cross_origin_with_credentials(browser_required: None) -> None:
+@pytest.mark.parametrize(
+    "cors_app", [starlette_cors_app, raw_cors_app], ids=["starlette", "raw"]
+)
+async def test_chromium_cross_origin_with_credentials(
+    browser_required: None, cors_app: Callable[[str], Any]
+) -> None:
     async with trio.open_nursery() as nursery:
         # The page's origin is the first server's; the streams come from two
         # other servers (other ports: other origins) behind CORSMiddleware.

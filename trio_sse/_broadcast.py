@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 import trio
 
+from ._asgi import Scope
+from ._asgi import last_event_id as request_last_event_id
 from ._backend import (
     HISTORY_BYTES,
     Backend,
@@ -39,7 +41,7 @@ from ._config import SseConfig
 from ._driver import Sender
 from ._errors import ConfigError, InvalidEvent, Lagged, SseError, UnwritableItem
 from ._event import Event, encoded_size
-from ._response import SseResponse, sse_channel
+from ._response import SseResponse, opening_response, sse_channel
 from ._streams import as_event, cast, mapped
 from ._websocket import WebSocketResponse
 
@@ -903,10 +905,55 @@ class Broadcaster(Generic[K, T]):
         ``lifetime`` ends the stream after that many seconds (less up to
         10 %) with a final ``retry:``, as ``SseResponse(lifetime=...)`` does:
         pass the seconds left before the client's token expires.
+        A request the server refuses (over ``config.max_streams``) closes
+        ``stream`` at once; :meth:`subscribe_response` does not subscribe
+        at all for it.
         """
         return SseResponse(
             cast_events(stream, as_event), config=self.config, lifetime=lifetime
         )
+
+    def subscribe_response(
+        self,
+        key: K,
+        *,
+        last_event_id: str | None = None,
+        on_lag: LagPolicy | None = None,
+        cast_events: Callable[[T], Event] | None = None,
+    ) -> SseResponse:
+        """Return an ``SseResponse`` that subscribes to ``key`` once it streams.
+
+        ``bc.response(bc.subscribe(key))`` subscribes when the application
+        builds the response. This response subscribes only after the server
+        admitted its stream (:attr:`SseConfig.max_streams
+        <trio_sse.SseConfig.max_streams>`), so a refused request (or a
+        ``HEAD``) never touches the broadcaster or its backend. The stream is
+        then served as :meth:`response` serves it.
+
+        :param last_event_id: where to resume; default: the request's
+            ``Last-Event-ID`` header or ``lastEventId`` query parameter
+            (see :func:`~trio_sse.last_event_id`).
+        :param on_lag: the stream's lag policy (see
+            :meth:`BroadcastStream.on_lag`).
+        :param cast_events: maps items to events (see
+            :meth:`BroadcastStream.cast_events`).
+        """
+        hash(key)  # an unhashable key fails here, not in the response
+        if on_lag is not None and not isinstance(on_lag, LagPolicy):
+            raise TypeError(f"on_lag must be a LagPolicy or None, got {on_lag!r}")
+        if cast_events is not None and not callable(cast_events):
+            raise TypeError(f"cast_events must be a function, got {cast_events!r}")
+        fn = cast_events
+
+        def open_stream(scope: Scope) -> BroadcastStream[Event]:
+            resume = last_event_id
+            if resume is None:
+                resume = request_last_event_id(scope)
+            stream = self.subscribe(key, last_event_id=resume).on_lag(on_lag)
+            events = stream if fn is None else stream.cast_events(fn)
+            return events.cast_events(as_event)
+
+        return opening_response(open_stream, config=self.config)
 
     def websocket(
         self,

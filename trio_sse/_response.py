@@ -8,8 +8,7 @@ into ``http.response.body`` messages and ``http.disconnect`` into the end.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from typing import Any, final
 
 import trio
@@ -31,12 +30,15 @@ from ._event import Event
 from ._limits import STREAMS_SCOPE_KEY, StreamCount, refusal
 from ._pacing import pacer_of
 
-__all__ = ["SseResponse", "sse_channel"]
-
-logger = logging.getLogger("trio_sse")
+__all__ = ["SseResponse", "StreamOpener", "opening_response", "sse_channel"]
 
 #: What a stream may yield and ``Sender.send`` accepts.
 EventLike = Event | str | bytes
+#: Makes a response's stream from the request's scope (see
+#: :func:`opening_response`).
+StreamOpener = Callable[
+    [Scope], AsyncIterable[EventLike] | trio.abc.ReceiveChannel[EventLike]
+]
 
 
 @final
@@ -146,6 +148,7 @@ class SseResponse:
         #: This stream's maximum lifetime (``None``: ``config.max_lifetime``).
         self.lifetime = lifetime
         self._function: ChannelFunction | None = None
+        self._open: StreamOpener | None = None
         self._called = False
 
     def _start_message(self, scope: Scope) -> dict[str, Any]:
@@ -180,9 +183,11 @@ class SseResponse:
         ):
             if counters is not None:
                 counters.sse.refused += 1
-            await self._refuse(start, send)
+            await self._refuse(scope, count, send)
             return
         try:
+            if self._open is not None:
+                self.stream = self._open(scope)
             body = scope.get(BODY_WRITER_SCOPE_KEY)
             transport = _HttpTransport(start, receive, send, body)
             driver = StreamDriver(
@@ -200,20 +205,19 @@ class SseResponse:
             if isinstance(count, StreamCount):
                 count.release()
 
-    async def _refuse(self, start: dict[str, Any], send: Send) -> None:
-        """Refuse a stream over ``config.max_streams``: see :func:`refusal`."""
+    async def _refuse(self, scope: Scope, count: StreamCount, send: Send) -> None:
+        """Refuse a stream over ``config.max_streams`` (see :func:`refusal`)
+        and close the connection, which frees its file descriptor at once:
+        the client comes back after the ``retry:``, on a new connection."""
         status, extra, body = refusal(self.config)
-        logger.warning(
-            "SSE stream refused: %d streams open (max_streams); answered %d",
-            self.config.max_streams,
-            status,
-        )
-        if status != 200:
-            start = {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"text/plain"), *extra],
-            }
+        count.refuse()
+        if status == 200:
+            headers = [pair for pair in self.headers if pair[0] != b"connection"]
+        else:
+            headers = [(b"content-type", b"text/plain"), *extra]
+        if scope.get("http_version", "1.1") in ("1.0", "1.1"):
+            headers.append((b"connection", b"close"))
+        start = {"type": "http.response.start", "status": status, "headers": headers}
         await self._head(start, send, body)
 
     async def _head(self, start: dict[str, Any], send: Send, body: bytes = b"") -> None:
@@ -245,4 +249,15 @@ def sse_channel(
     """
     response = SseResponse(None, config=config, status=status, headers=headers)
     response._function = fn
+    return response
+
+
+def opening_response(
+    open_stream: StreamOpener, config: SseConfig | None = None
+) -> SseResponse:
+    """Return a response whose stream is ``open_stream(scope)``, made only
+    once the stream is admitted: never for ``HEAD``, never for a request
+    refused over ``config.max_streams``."""
+    response = SseResponse(None, config=config)
+    response._open = open_stream
     return response

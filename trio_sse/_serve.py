@@ -403,6 +403,8 @@ class _Connection(TCPServer):
 _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: Seconds between accept() attempts at the limit (as trio.serve_listeners).
 _ACCEPT_RETRY = 0.1
+#: Seconds without a failed accept() after which the limit is over.
+_LIMIT_OVER_AFTER = 5.0
 
 
 class _PatientListener(trio.abc.Listener[trio.abc.Stream]):
@@ -411,35 +413,52 @@ class _PatientListener(trio.abc.Listener[trio.abc.Stream]):
     At the limit, ``accept()`` fails until a connection closes; there is no
     event to wait for, so it retries every :data:`_ACCEPT_RETRY` seconds (as
     :func:`trio.serve_listeners` does, which would log a traceback each
-    time). The first failure logs one error; the first success after it,
-    one line more.
+    time). The first failure logs one error. A server at its limit
+    alternates between failing and accepting (each closed connection makes
+    room for one); so the limit is over, and one line more says so, only
+    once :data:`_LIMIT_OVER_AFTER` seconds passed without a failure.
     """
 
     def __init__(self, listener: trio.abc.Listener[Any]) -> None:
         self.listener = listener
-        self._at_limit = False
+        #: When the first failure of the current episode came (or ``None``).
+        self._limit_since: float | None = None
+        self._last_failure = -math.inf
+        self._failures = 0
 
     async def accept(self) -> trio.abc.Stream:
         while True:
+            over_at = self._last_failure + _LIMIT_OVER_AFTER
+            if self._limit_since is not None and trio.current_time() >= over_at:
+                _logger.warning(
+                    "accepting connections again, after %.1f s at the limit"
+                    " (%d accept attempts failed)",
+                    self._last_failure - self._limit_since,
+                    self._failures,
+                )
+                self._limit_since = None
             try:
-                stream: trio.abc.Stream = await self.listener.accept()
+                # At the limit, wake up when it is over, to say so.
+                with trio.move_on_at(
+                    math.inf if self._limit_since is None else over_at
+                ):
+                    stream: trio.abc.Stream = await self.listener.accept()
+                    return stream
             except OSError as error:
                 if error.errno not in _CAPACITY_ERRNOS:
                     raise
-                if not self._at_limit:
-                    self._at_limit = True
+                self._last_failure = trio.current_time()
+                if self._limit_since is None:
+                    self._limit_since = self._last_failure
+                    self._failures = 0
                     _logger.error(
                         "cannot accept connections: %s (%s); new clients wait"
                         " until open connections close",
                         errno.errorcode[error.errno],
                         os.strerror(error.errno),
                     )
+                self._failures += 1
                 await trio.sleep(_ACCEPT_RETRY)
-                continue
-            if self._at_limit:
-                self._at_limit = False
-                _logger.warning("accepting connections again")
-            return stream
 
     async def aclose(self) -> None:
         await self.listener.aclose()
@@ -737,7 +756,8 @@ async def serve(
     grace = float(hc_config.graceful_timeout)
     shutdown = ShutdownSignal()  # tells the application
     stop = trio.Event()  # tells Hypercorn (its shutdown_trigger)
-    asgi = _wrap(app, shutdown, StreamCount(), Pacer(), metrics)
+    streams = StreamCount()
+    asgi = _wrap(app, shutdown, streams, Pacer(), metrics)
 
     with await _listen(host, port, sse_config.write_timeout, backlog) as sock:
         # The worker listens on this very socket (through create_sockets());
@@ -754,7 +774,10 @@ async def serve(
             task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
         ) -> None:
             with run_scope:
-                await worker.run(task_status=task_status)
+                try:
+                    await worker.run(task_status=task_status)
+                finally:
+                    streams.log_refusals()  # those not logged yet
             # The worker ended by itself (or its hard deadline passed).
             nursery.cancel_scope.cancel()
 

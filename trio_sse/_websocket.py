@@ -180,6 +180,7 @@ class WebSocketResponse:
             # Over max_streams: close before accepting (try again later).
             if counters is not None:
                 counters.websocket.refused += 1
+            count.refuse()
             self.end = End.DISCONNECTED
             await _aclose_now(self.stream)
             await send({"type": "websocket.close", "code": 1013, "reason": ""})
