@@ -35,7 +35,7 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(collections\.abc|datetime|enum|json|random|ssl|trio|httpx|hypercorn"
         r"|starlette|fastapi|quart|werkzeug|trio_websocket|coredis|anyio"
-        r"|prometheus_client)(\..*)?",
+        r"|prometheus_client|gc)(\..*)?",
     ),
     (r"py:.*", r"(trio_sse\.(redis|_\w+)\.)?(K|T|U|E|K_contra|T_contra)"),
     # The stream driver's types appear in transport signatures; the driver
@@ -54,6 +54,8 @@ nitpick_ignore = [
     ("py:attr", "timeout"),
     # prometheus_client's, named unqualified in trio_sse.metrics' signatures.
     ("py:class", "CollectorRegistry"),
+    # The shared pacing timers in WebSocketResponse.run (see responses.md).
+    ("py:class", "trio_sse._pacing.Pacer"),
 ]
 
 # The docs build offline: no intersphinx inventories are fetched.

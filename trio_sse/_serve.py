@@ -739,7 +739,7 @@ async def serve(
         it. Mount its ``app`` to expose it.
     :param gc_freeze: once the application has started (lifespan startup
         done, socket listening), collect garbage and then call
-        :func:`gc.freeze`: what exists then (modules, the application) is
+        ``gc.freeze()``: what exists then (modules, the application) is
         never scanned by the garbage collector again, which shortens every
         full collection. Process-wide, so off by default (:func:`run` turns
         it on).
