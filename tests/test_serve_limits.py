@@ -210,6 +210,39 @@ async def test_a_server_at_the_fd_limit_logs_once_per_episode(
     assert "after 14.9 s at the limit (150 accept attempts failed)" in lines[1]
 
 
+async def test_a_busy_event_loop_does_not_end_the_episode(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Broadcasting to thousands of streams can hold the loop for seconds, in
+    # which no accept() is tried: that is no proof the limit is over.
+    scripted = ScriptedListener("xxx")
+    listener = _PatientListener(scripted)
+    caplog.set_level(logging.INFO, logger="trio_sse")
+
+    async def accept_forever() -> None:
+        while True:
+            await listener.accept()
+
+    def lines() -> list[str]:
+        return [
+            r.getMessage().split(",")[0].split(":")[0]
+            for r in caplog.records
+            if r.name == "trio_sse"
+        ]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_forever)
+        await trio.sleep(1)  # three failures, then waiting in accept()
+        autojump_clock.jump(10)  # as a loop busy for 10 s would
+        await trio.sleep(1)
+        scripted.feed("x")  # still at the limit
+        await trio.sleep(4.9)
+        assert lines() == ["cannot accept connections"]
+        await trio.sleep(60)
+        nursery.cancel_scope.cancel()
+    assert lines() == ["cannot accept connections", "accepting connections again"]
+
+
 SERVER = """
 import logging
 import resource

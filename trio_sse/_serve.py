@@ -405,6 +405,8 @@ _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 _ACCEPT_RETRY = 0.1
 #: Seconds without a failed accept() after which the limit is over.
 _LIMIT_OVER_AFTER = 5.0
+#: A listener waking up this late (seconds) was held up by a busy event loop.
+_LATE = 1.0
 
 
 class _PatientListener(trio.abc.Listener[trio.abc.Stream]):
@@ -416,40 +418,49 @@ class _PatientListener(trio.abc.Listener[trio.abc.Stream]):
     time). The first failure logs one error. A server at its limit
     alternates between failing and accepting (each closed connection makes
     room for one); so the limit is over, and one line more says so, only
-    once :data:`_LIMIT_OVER_AFTER` seconds passed without a failure.
+    once :data:`_LIMIT_OVER_AFTER` seconds passed without a failure. Time
+    in which the event loop was too busy to try (the listener woke up more
+    than :data:`_LATE` seconds late) does not count.
     """
 
     def __init__(self, listener: trio.abc.Listener[Any]) -> None:
         self.listener = listener
         #: When the first failure of the current episode came (or ``None``).
         self._limit_since: float | None = None
-        self._last_failure = -math.inf
+        #: Since when no accept() failed (at the limit).
+        self._quiet_since = -math.inf
         self._failures = 0
 
     async def accept(self) -> trio.abc.Stream:
         while True:
-            over_at = self._last_failure + _LIMIT_OVER_AFTER
-            if self._limit_since is not None and trio.current_time() >= over_at:
-                _logger.warning(
-                    "accepting connections again, after %.1f s at the limit"
-                    " (%d accept attempts failed)",
-                    self._last_failure - self._limit_since,
-                    self._failures,
-                )
-                self._limit_since = None
+            over_at = math.inf
+            if self._limit_since is not None:
+                over_at = self._quiet_since + _LIMIT_OVER_AFTER
+                now = trio.current_time()
+                if now > over_at + _LATE:
+                    # The loop was busy: no attempt was made in that time.
+                    self._quiet_since = now
+                    over_at = now + _LIMIT_OVER_AFTER
+                elif now >= over_at:
+                    _logger.warning(
+                        "accepting connections again, after %.1f s at the limit"
+                        " (%d accept attempts failed)",
+                        self._quiet_since - self._limit_since,
+                        self._failures,
+                    )
+                    self._limit_since = None
+                    over_at = math.inf
             try:
                 # At the limit, wake up when it is over, to say so.
-                with trio.move_on_at(
-                    math.inf if self._limit_since is None else over_at
-                ):
+                with trio.move_on_at(over_at):
                     stream: trio.abc.Stream = await self.listener.accept()
                     return stream
             except OSError as error:
                 if error.errno not in _CAPACITY_ERRNOS:
                     raise
-                self._last_failure = trio.current_time()
+                self._quiet_since = trio.current_time()
                 if self._limit_since is None:
-                    self._limit_since = self._last_failure
+                    self._limit_since = self._quiet_since
                     self._failures = 0
                     _logger.error(
                         "cannot accept connections: %s (%s); new clients wait"
