@@ -13,8 +13,8 @@ import trio
 from helpers import open_http_stream, serve_app, wait_subscribers
 
 import trio_sse
-from trio_sse import Broadcaster, Event
-from trio_sse._serve import _Connection
+from trio_sse import Broadcaster, ConfigError, Event
+from trio_sse._serve import _Connection, _freeze_survivors
 
 
 @pytest.fixture
@@ -26,6 +26,12 @@ def gc_disabled() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+async def hello(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello"})
 
 
 def connections() -> int:
@@ -87,6 +93,31 @@ async def test_gc_freeze_runs_once_startup_is_done(
     calls.clear()
     async with serve_app(app):
         assert calls == ["startup"]  # off by default
+
+
+async def test_gc_freeze_always_freezes_after_every_full_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: calls.append("collect") or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    async with serve_app(hello, gc_freeze="always"):
+        assert calls == ["collect", "freeze"]
+        assert _freeze_survivors in gc.callbacks
+        # What the collector calls: only the end of a full collection freezes.
+        for phase, generation in [("start", 2), ("stop", 0), ("stop", 1)]:
+            info = {"generation": generation, "collected": 0, "uncollectable": 0}
+            _freeze_survivors(phase, info)
+        assert calls == ["collect", "freeze"]
+        _freeze_survivors("stop", {"generation": 2, "collected": 3, "uncollectable": 0})
+        assert calls == ["collect", "freeze", "freeze"]
+    assert _freeze_survivors not in gc.callbacks  # serve() returned: removed
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+async def test_bad_gc_freeze(value: object) -> None:
+    with pytest.raises(ConfigError, match="gc_freeze must be False, True or 'always'"):
+        await trio_sse.serve(hello, gc_freeze=value)  # type: ignore[arg-type]
 
 
 def test_run_freezes_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import h11
 import hypercorn.config
@@ -30,6 +30,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 from ._asgi import BODY_WRITER_SCOPE_KEY
 from ._config import SseConfig
 from ._counters import COUNTERS_SCOPE_KEY, StreamCounters
+from ._errors import ConfigError
 from ._limits import STREAMS_SCOPE_KEY, StreamCount
 from ._pacing import PACER_SCOPE_KEY, Pacer
 from ._shutdown import SHUTDOWN_SCOPE_KEY, ShutdownSignal
@@ -687,7 +688,7 @@ async def serve(
     backlog: int = 2048,
     body_timeout: float | None = 60.0,
     metrics: StreamCounters | None = None,
-    gc_freeze: bool = False,
+    gc_freeze: bool | Literal["always"] = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI application *app* with Hypercorn's trio worker.
@@ -748,13 +749,23 @@ async def serve(
         :class:`~trio_sse.StreamCounters`) put in every ``http`` and
         ``websocket`` scope, so that the responses count their streams in
         it. Mount its ``app`` to expose it.
-    :param gc_freeze: once the application has started (lifespan startup
-        done, socket listening), collect garbage and then call
-        ``gc.freeze()``: what exists then (modules, the application) is
-        never scanned by the garbage collector again, which shortens every
-        full collection. Process-wide, so off by default (:func:`run` turns
-        it on).
+    :param gc_freeze: ``True``: once the application has started
+        (lifespan startup done, socket listening), collect garbage and then
+        call ``gc.freeze()``, so what exists then (modules, the
+        application) is never scanned by the garbage collector again.
+        ``"always"``: that, and after every full collection while serving,
+        freeze what survived it, so that a full collection walks only the
+        objects made since the one before: its pause no longer grows with
+        the number of open streams. The price: an object frozen and later
+        left in a reference cycle is never reclaimed (trio_sse's streams
+        and connections leave none; see the deployment guide).
+        Process-wide, so off by default (:func:`run` turns on ``True``).
     """
+    if gc_freeze is not True and gc_freeze is not False and gc_freeze != "always":
+        raise ConfigError(
+            f"gc_freeze must be False, True or 'always', got {gc_freeze!r}",
+            key="gc_freeze",
+        )
     if metrics is not None and not isinstance(metrics, StreamCounters):
         raise TypeError(
             "metrics must be a trio_sse.metrics.Metrics (or a StreamCounters),"
@@ -799,6 +810,8 @@ async def serve(
             binds: list[str] = await nursery.start(run_worker)
             if gc_freeze:
                 _freeze_startup_objects()
+            if gc_freeze == "always":
+                gc.callbacks.append(_freeze_survivors)
             # From now on the worker only stops through the trigger below,
             # so that a cancelled caller still gets a graceful shutdown.
             run_scope.shield = True
@@ -809,6 +822,8 @@ async def serve(
                 shutdown.set()
                 stop.set()
                 run_scope.deadline = trio.current_time() + grace
+                if gc_freeze == "always":
+                    gc.callbacks.remove(_freeze_survivors)
 
 
 def _freeze_startup_objects() -> None:
@@ -816,6 +831,12 @@ def _freeze_startup_objects() -> None:
     gc.collect()
     gc.freeze()
     _logger.debug("gc.freeze(): %d objects frozen", gc.get_freeze_count())
+
+
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    """A :data:`gc.callbacks` entry: freeze what a full collection left."""
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
 
 
 async def _shut_down_on_signals(
