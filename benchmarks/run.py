@@ -1479,6 +1479,10 @@ def main() -> None:
         "--report", metavar="JSON", help="only redo table, plot and doc from a result"
     )
     opts = parser.parse_args()
+    # SIGTERM (and SIGINT, which a shell ignores in background jobs) stop the
+    # run through KeyboardInterrupt, so that it stops what it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if opts.report:
         ensure_env(False)
