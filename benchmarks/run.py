@@ -1609,16 +1609,17 @@ def report(info: dict[str, Any], scenarios: dict[str, Scenario], write_doc: bool
     redis = {k: v for k, v in scenarios.items() if v.group == "redis"}
     others = {k: v for k, v in scenarios.items() if k not in redis}
     main_text = tables(summary, others) + targets(summary, others)
-    redis_text = tables(summary, redis)
+    redis_head = ""
     if any(k in summary for k in redis):
         load = info["loadavg_start_end"]
         v = info["versions"]
-        redis_text = (
-            f"redis-server {info.get('redis_server', '?')}, coredis "
+        redis_head = (
+            f"\nredis-server {info.get('redis_server', '?')}, coredis "
             f"{v.get('coredis', '?')}, hypercorn {v.get('hypercorn', '?')}; "
             f"load average (1 min) {load[0][0]:.1f} at the start, "
-            f"{load[1][0]:.1f} at the end; niceness {info.get('nice')}.\n" + redis_text
+            f"{load[1][0]:.1f} at the end; niceness {info.get('nice')}.\n"
         )
+    redis_text = redis_head + tables(summary, redis)
     text = header + main_text + redis_text
     (RESULTS / "latest.md").write_text(text)
     print("\n" + text)
@@ -1628,8 +1629,12 @@ def report(info: dict[str, Any], scenarios: dict[str, Scenario], write_doc: bool
             plot(summary, PLOT)
             update_doc(header + main_text)
             print(f"plot: {PLOT.relative_to(REPO)}")
-        if any(k in summary for k in redis):
-            update_doc(header + redis_text, "redis-results")
+        # Each across-cores scenario has its own block, rewritten by a run
+        # that measured it: on a shared host they may come from two runs.
+        for name, sc in redis.items():
+            if name in summary:
+                block = header + redis_head + tables(summary, {name: sc})
+                update_doc(block, name)
 
 
 if __name__ == "__main__":
