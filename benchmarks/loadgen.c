@@ -84,6 +84,7 @@ static int64_t *lat;
 static int64_t *late;
 static size_t nsamples, cap_samples;
 static long long total_events, total_comments, total_gaps;
+static long long total_chunks; /* chunked bodies: data chunks, one per server write */
 static int64_t first_sent = INT64_MAX, last_recv = 0, last_progress = 0;
 static int64_t first_sched = INT64_MAX;
 static int n_open, n_pending, n_ok, n_failed, n_closed_early;
@@ -272,6 +273,7 @@ static int body_feed(conn_t *c, const char *p, size_t n, int64_t t) {
                 c->ck_state = CK_DONE;
                 return -1;
             }
+            total_chunks++;
             c->ck_state = CK_DATA;
             break;
         case CK_DATA: {
@@ -564,23 +566,25 @@ int main(int argc, char **argv) {
     long long expected = (long long)connected * expect_events;
     long long undelivered = 0;
     int complete = 1;
+    int exact = 0; /* connections with every event exactly once, in order */
     for (int i = 0; i < conns_n; i++) {
         if (conns[i].status != 200) continue;
         if (conns[i].events < expect_events) {
             undelivered += expect_events - conns[i].events;
             complete = 0;
         }
+        if (conns[i].events == expect_events && conns[i].gaps == 0) exact++;
     }
     double span = last_recv > first_sent ? (last_recv - first_sent) / 1e9 : 0;
     double wall = (tend - tp) / 1e9;
     printf("{\"connected\": %d, \"failed\": %d, \"closed_early\": %d, "
            "\"connect_s\": %.3f, \"expected\": %lld, \"delivered\": %lld, "
-           "\"undelivered\": %lld, \"gaps\": %lld, \"complete\": %s, "
-           "\"comments\": %lld, \"span_s\": %.4f, \"wall_s\": %.4f, "
+           "\"undelivered\": %lld, \"gaps\": %lld, \"complete\": %s, \"exact\": %d, "
+           "\"comments\": %lld, \"chunks\": %lld, \"span_s\": %.4f, \"wall_s\": %.4f, "
            "\"events_per_s\": %.1f, \"bytes_in\": %lld, "
            "\"client_cpu_s\": %.3f, \"client_cpu_pct\": %.1f, ",
            connected, n_failed, n_closed_early, connect_s, expected, total_events,
-           undelivered, total_gaps, complete ? "true" : "false", total_comments, span,
+           undelivered, total_gaps, complete ? "true" : "false", exact, total_comments, total_chunks, span,
            wall, span > 0 ? total_events / span : 0.0, bytes_in, c1 - c0,
            wall > 0 ? 100.0 * (c1 - c0) / wall : 0.0);
     print_pcts("latency_ms", lat, nsamples);

@@ -276,14 +276,14 @@ def profile(opts: argparse.Namespace, out: Path, meta: Path) -> None:
     pyspy = run.ENV / "bin" / "py-spy"
     buffer = max(1024, opts.events)
     with (
-        run.running_server(peer, buffer, 15.0, log) as (srv, port),
+        run.running_server(peer, buffer, 15.0, log) as srv,
         (run.RESULTS / "profile-py-spy.log").open("ab") as spy_log,
     ):
         cmd = [
             *run.pinned(run.CLIENT_CPU),
             str(run.LOADGEN),
             "--port",
-            str(port),
+            str(srv.port),
             "--conns",
             str(opts.conns),
             "--events",
@@ -306,7 +306,7 @@ def profile(opts: argparse.Namespace, out: Path, meta: Path) -> None:
             assert client.stdout is not None
             for line in client.stdout:
                 if line.startswith("#publish"):
-                    cpu0 = run.proc_cpu_s(srv.pid)
+                    cpu0 = run.proc_cpu_s(srv.proc.pid)
                     spy = subprocess.Popen(
                         [
                             "taskset",
@@ -315,7 +315,7 @@ def profile(opts: argparse.Namespace, out: Path, meta: Path) -> None:
                             str(pyspy),
                             "record",
                             "--pid",
-                            str(srv.pid),
+                            str(srv.proc.pid),
                             "--rate",
                             "250",
                             "--format",
@@ -333,7 +333,7 @@ def profile(opts: argparse.Namespace, out: Path, meta: Path) -> None:
                     )
                 elif line.strip():
                     result = line
-                    cpu1 = run.proc_cpu_s(srv.pid)
+                    cpu1 = run.proc_cpu_s(srv.proc.pid)
             client.wait(opts.duration + 60)
         finally:
             run.stop(client)

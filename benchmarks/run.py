@@ -13,6 +13,14 @@ a socket, Redis or request handlers does; ``peers/_common.py`` has the rules.
 The old burst, a publisher that never yields, is kept only as the
 ``*-nocheckpoint`` scenarios, run when named with ``--scenarios``.
 
+Across cores: ``--scenarios fanout-1k-redis,paced-redis`` serves the same
+1,000 subscribers from ``trio_sse_workers.py`` under ``hypercorn --workers
+N``: 1 process on the memory backend, 1 and 2 processes sharing the key
+through a redis-server this script starts on a free port and stops at the
+end. Worker processes are pinned one per CPU; redis-server and the load
+client share CPU 1. Every subscriber must get every event, so these run
+until done (up to 5 minutes each) and are not part of the default run.
+
 It creates (or reuses) the virtualenv ``benchmarks/.env`` with the peers,
 trio_sse's dependencies, matplotlib and py-spy, builds the C load client
 ``loadgen.c`` with ``gcc -O2`` into ``benchmarks/.build/``, then for every
@@ -43,6 +51,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,6 +69,10 @@ REQUIREMENTS = HERE / "requirements.txt"
 LOADGEN = BUILD / "loadgen"
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
+# Across cores: worker process i of ``hypercorn --workers N`` runs on
+# WORKER_CPUS[i % 2]; redis-server shares the load client's CPU.
+WORKER_CPUS = (SERVER_CPU, CLIENT_CPU)
+REDIS_CPU = CLIENT_CPU
 TRIO_SSE = "trio_sse"
 BASELINE = "sse-starlette/uvicorn"  # every ratio is to this peer, in the same run
 
@@ -132,8 +145,16 @@ class Peer:
     note: str
     ceiling: bool = False  # a reference point, not an SSE library
     tree: Path | None = None  # the checkout trio_sse is imported from
+    # > 0: ``hypercorn --workers N`` serving trio_sse_workers.py, each worker
+    # with its own Broadcaster on ``backend`` ("memory" or "redis").
+    workers: int = 0
+    backend: str = ""
 
     def command(self, port: int, buffer: int, keep_alive: float) -> list[str]:
+        if self.workers:
+            app = f"{HERE / 'trio_sse_workers.py'}:app"
+            bind = ["--bind", f"127.0.0.1:{port}"]
+            return [*pinned(SERVER_CPU), *self.argv, *bind, app]
         extra = ["--port", str(port), "--keep-alive", str(keep_alive)]
         if not self.argv[0].endswith("node"):
             extra += ["--buffer", str(buffer)]
@@ -144,6 +165,16 @@ class Peer:
         path = [str(HERE / "peers"), str(self.tree or REPO)]
         path += filter(None, [os.environ.get("PYTHONPATH")])
         return os.pathsep.join(path)
+
+    def environ(self, buffer: int, keep_alive: float) -> dict[str, str]:
+        """What a workers peer reads from its environment (no arguments)."""
+        if not self.workers:
+            return {}
+        return {
+            "SSE_BENCH_BACKEND": self.backend,
+            "SSE_BENCH_BUFFER": str(buffer),
+            "SSE_BENCH_KEEP_ALIVE": str(keep_alive),
+        }
 
 
 def trio_sse_peers(variants: list[str], trees: list[Path]) -> list[Peer]:
@@ -212,7 +243,28 @@ def make_peers(
                 ceiling=True,
             )
         )
+    all_peers += workers_peers()
     return {p.name: p for p in all_peers}
+
+
+def workers_peers() -> list[Peer]:
+    """trio_sse across processes: ``hypercorn --workers N``, memory or Redis."""
+    out = []
+    for name, workers, backend in (
+        ("memory-1proc", 1, "memory"),
+        ("redis-1proc", 1, "redis"),
+        ("redis-2proc", 2, "redis"),
+    ):
+        argv = (str(env_python()), "-m", "hypercorn", "--worker-class", "trio")
+        argv += ("--workers", str(workers))
+        on = "RedisBackend, one redis-server" if backend == "redis" else "memory"
+        note = (
+            f"trio_sse_workers.py under hypercorn --worker-class trio --workers "
+            f"{workers}: a Broadcaster per process ({on}); the publisher awaits "
+            "bc.publish() for each event"
+        )
+        out.append(Peer(name, argv, note, workers=workers, backend=backend))
+    return out
 
 
 # -- scenarios -----------------------------------------------------------------
@@ -234,6 +286,7 @@ class Scenario:
     buffer: int = 1024
     keep_alive: float = 15.0
     headline: bool = True  # run by default
+    group: str = ""  # "redis": the across-cores table, its own doc block
     about: str = ""
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -262,6 +315,10 @@ IDLE_PEERS = (
 )
 # Too slow to finish any stream scenario in time; its idle memory still counts.
 QUICK_SKIP = ("sse-starlette/hypercorn-trio",)
+# Across cores, through Redis: the same trio_sse app, 1 process on the memory
+# backend (the reference), 1 and 2 processes sharing the key through Redis.
+REDIS_PEERS = ("memory-1proc", "redis-1proc", "redis-2proc")
+REDIS_BASE = "redis-1proc"  # the ratios of the Redis scenarios are to this
 
 
 def make_scenarios(quick: bool) -> dict[str, Scenario]:
@@ -340,6 +397,37 @@ def make_scenarios(quick: bool) -> dict[str, Scenario]:
             (),
             params={"subscribers": 1000, "events": 100, "rounds": 9},
             about="in-process send() per subscriber, 1,000 subscribers, no HTTP",
+        ),
+        # Every event must reach every subscriber, so the limit is long enough
+        # for the slowest setup (a million deliveries at 5,000/s); that makes
+        # them too long for the default run (6 to 12 minutes more).
+        Scenario(
+            "fanout-1k-redis",
+            "stream",
+            REDIS_PEERS,
+            conns=1000,
+            events=1000,
+            size=64,
+            timeout=300.0,
+            headline=False,
+            group="redis",
+            about="fanout-1k across processes: 1,000 connections, 1,000 events "
+            "of 64 B, the publisher awaiting bc.publish() for each",
+        ),
+        Scenario(
+            "paced-redis",
+            "stream",
+            REDIS_PEERS,
+            conns=1000,
+            events=500,
+            size=256,
+            rate=100.0,
+            timeout=300.0,
+            headline=False,
+            group="redis",
+            about="paced across processes: 1,000 connections, 100 events/s for "
+            "5 s, 256 B, the publisher sleeping until each event's scheduled "
+            "time, then awaiting bc.publish()",
         ),
         Scenario(
             "fanout-1k-nocheckpoint",
@@ -421,13 +509,101 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running server: its process, port, and the processes that serve."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    pids: tuple[int, ...]  # the process itself, or its worker processes
+    ready_dir: Path | None = None  # where a workers peer marks its workers
+
+    def publisher_pid(self) -> int | None:
+        """The worker that received ``POST /publish`` (workers peers)."""
+        if self.ready_dir is None:
+            return None
+        marks = [int(f.name.split(".")[0]) for f in self.ready_dir.glob("*.publisher")]
+        return marks[0] if len(marks) == 1 else None
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """The run's redis-server: in memory only, on a free port of 127.0.0.1."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    version: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def command(self, *args: str) -> bytes:
+        """Send one command (RESP), return the first line of the reply."""
+        request = f"*{len(args)}\r\n".encode()
+        for arg in args:
+            request += f"${len(arg.encode())}\r\n{arg}\r\n".encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(request)
+            reply = b""
+            while b"\r\n" not in reply:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.split(b"\r\n", 1)[0]
+
+    def flush(self) -> None:
+        """Start a server's run with an empty Redis."""
+        reply = self.command("FLUSHALL")
+        if reply != b"+OK":
+            raise RuntimeError(f"redis-server answered FLUSHALL with {reply!r}")
+
+
+@contextlib.contextmanager
+def redis_server(log: Path) -> Iterator[RedisServer]:
+    """Start redis-server (no persistence) for the run; stop it at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found (apt-get install redis-server)")
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    version = next(
+        (w.split("=", 1)[1] for w in out.stdout.split() if w.startswith("v=")),
+        out.stdout.strip(),
+    )
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp, log.open("ab") as err:
+        cmd = [*pinned(REDIS_CPU), binary, "--bind", "127.0.0.1", "--port", str(port),
+               "--dir", tmp, "--save", "", "--appendonly", "no"]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=err, stderr=err, start_new_session=True)
+        prioritise(proc.pid)
+        try:
+            wait_port(port, proc, 10)
+            server = RedisServer(proc, port, version)
+            if server.command("PING") != b"+PONG":
+                raise RuntimeError("redis-server does not answer PING")
+            yield server
+        finally:
+            stop(proc)
+
+
 @contextlib.contextmanager
 def running_server(
-    peer: Peer, buffer: int, keep_alive: float, log: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    peer: Peer,
+    buffer: int,
+    keep_alive: float,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Server]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=peer.pythonpath(), PYTHONUNBUFFERED="1")
-    with log.open("ab") as err:
+    env |= peer.environ(buffer, keep_alive) | (extra_env or {})
+    with contextlib.ExitStack() as stack:
+        err = stack.enter_context(log.open("ab"))
+        ready_dir = None
+        if peer.workers:
+            ready_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            env["SSE_BENCH_READY_DIR"] = str(ready_dir)
         proc = subprocess.Popen(
             peer.command(port, buffer, keep_alive),
             cwd=HERE / "peers",
@@ -439,10 +615,42 @@ def running_server(
         prioritise(proc.pid)
         try:
             wait_port(port, proc, 30)
+            pids: tuple[int, ...] = (proc.pid,)
+            if ready_dir is not None:
+                pids = wait_workers(ready_dir, peer.workers, proc, 60)
+                pin_workers(pids)
             time.sleep(0.3)
-            yield proc, port
+            yield Server(proc, port, pids, ready_dir)
         finally:
             stop(proc)
+
+
+def wait_workers(
+    ready_dir: Path, n: int, proc: subprocess.Popen[bytes], timeout: float
+) -> tuple[int, ...]:
+    """The pids of ``n`` workers, once each has its broadcaster running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        pids = sorted(int(f.name) for f in ready_dir.iterdir() if f.name.isdigit())
+        if len(pids) >= n:
+            return tuple(pids)
+        time.sleep(0.05)
+    raise RuntimeError(f"{n} workers did not start")
+
+
+def pin_workers(pids: tuple[int, ...]) -> None:
+    """Worker i (and each of its threads) on CPU ``WORKER_CPUS[i % 2]``."""
+    for i, pid in enumerate(pids):
+        cpu = {int(WORKER_CPUS[i % len(WORKER_CPUS)])}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), cpu)
+
+
+def cpus_of(pid: int) -> str:
+    """The CPUs a process may run on: "0", "0,1"."""
+    return ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(pid)))
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -457,8 +665,63 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
-def run_loadgen(args: list[str], server: subprocess.Popen[bytes], wall_cap: float):
-    """Run the load client; sample the server at its '#' markers."""
+def connections_per_process(pids: tuple[int, ...], port: int) -> list[int]:
+    """Established TCP connections to ``port`` that each process holds."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "01":  # ESTABLISHED
+                    inodes.add(fields[9])
+    counts = []
+    for pid in pids:
+        n = 0
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    n += link.startswith("socket:[") and link[8:-1] in inodes
+        counts.append(n)
+    return counts
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The servers' (and redis-server's) CPU time and memory at one moment."""
+
+    time: float
+    cpu_s: dict[int, float]
+    rss_kib: int
+    conns: list[int] | None = None  # per worker, for a workers peer
+
+    @classmethod
+    def take(cls, server: Server, others: tuple[int, ...], conns: bool) -> Sample:
+        cpu = {}
+        for pid in (*server.pids, *others):
+            try:
+                cpu[pid] = proc_cpu_s(pid)
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                cpu[pid] = 0.0
+        rss = 0
+        for pid in server.pids:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                rss += proc_rss_kib(pid)
+        counts = connections_per_process(server.pids, server.port) if conns else None
+        return cls(time.monotonic(), cpu, rss, counts)
+
+    def cpu_pct(self, before: Sample, pid: int) -> float:
+        """CPU use of ``pid`` between ``before`` and this sample, in % of a core."""
+        return round(
+            100 * (self.cpu_s[pid] - before.cpu_s[pid]) / (self.time - before.time), 1
+        )
+
+
+def run_loadgen(
+    args: list[str], server: Server, wall_cap: float, others: tuple[int, ...] = ()
+) -> tuple[list[dict[str, Any]], list[tuple[str, Sample]]]:
+    """Run the load client; sample the server (and ``others``) at its '#' markers."""
     cmd = [*pinned(CLIENT_CPU), str(LOADGEN), *args]
     proc = subprocess.Popen(
         cmd,
@@ -468,17 +731,15 @@ def run_loadgen(args: list[str], server: subprocess.Popen[bytes], wall_cap: floa
     )
     prioritise(proc.pid)
     records: list[dict[str, Any]] = []
-    marks: list[tuple[str, float, float, int]] = []
+    marks: list[tuple[str, Sample]] = []
+    workers = server.ready_dir is not None
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            now = time.monotonic()
-            try:
-                sample = (now, proc_cpu_s(server.pid), proc_rss_kib(server.pid))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                sample = (now, 0.0, 0)
-            if line.startswith("#"):
-                marks.append((line[1:].strip(), *sample))
+            mark = line.startswith("#")
+            sample = Sample.take(server, others, conns=mark and workers)
+            if mark:
+                marks.append((line[1:].strip(), sample))
             elif line.strip():
                 record = json.loads(line)
                 record["_sample"] = sample
@@ -492,12 +753,20 @@ def run_loadgen(args: list[str], server: subprocess.Popen[bytes], wall_cap: floa
 # -- measuring -----------------------------------------------------------------
 
 
-def measure_stream(sc: Scenario, peer: Peer, log: Path) -> dict[str, Any]:
-    with running_server(peer, sc.buffer, sc.keep_alive, log) as (server, port):
+def measure_stream(
+    sc: Scenario, peer: Peer, log: Path, redis: RedisServer | None = None
+) -> dict[str, Any]:
+    if peer.backend == "redis":
+        if redis is None:
+            raise RuntimeError(f"{peer.name} needs the run's redis-server")
+        redis.flush()
+    env = {"SSE_BENCH_REDIS_URL": redis.url} if redis is not None else {}
+    others = (redis.proc.pid,) if redis is not None and peer.backend == "redis" else ()
+    with running_server(peer, sc.buffer, sc.keep_alive, log, env) as server:
         query = sc.query()
         args = [
             "--port",
-            str(port),
+            str(server.port),
             "--conns",
             str(sc.conns),
             "--events",
@@ -509,33 +778,46 @@ def measure_stream(sc: Scenario, peer: Peer, log: Path) -> dict[str, Any]:
             "--stall",
             "5",
         ]
-        records, marks = run_loadgen(args, server, sc.timeout + 150)
-        rss = proc_rss_kib(server.pid)
+        records, marks = run_loadgen(args, server, sc.timeout + 150, others)
+        publisher = server.publisher_pid()
+        cpus = [cpus_of(pid) for pid in server.pids]
     if not records:
         raise RuntimeError("load client printed no result")
     rec = records[-1]
-    start = next((m for m in marks if m[0] == "publish"), None)
-    end = rec.pop("_sample")
-    if start is not None and end[0] > start[1]:
+    start = next((s for name, s in marks if name == "publish"), None)
+    end: Sample = rec.pop("_sample")
+    if start is not None and end.time > start.time:
         rec["server_cpu_pct"] = round(
-            100 * (end[1] - start[2]) / (end[0] - start[1]), 1
+            sum(end.cpu_pct(start, pid) for pid in server.pids), 1
         )
-    rec["server_rss_mib_end"] = round(rss / 1024, 1)
+        if peer.workers:
+            rec["worker_cpu_pct"] = [end.cpu_pct(start, pid) for pid in server.pids]
+            rec["worker_conns"] = start.conns
+            rec["worker_cpus"] = cpus
+            rec["publisher_worker"] = (
+                server.pids.index(publisher) if publisher in server.pids else None
+            )
+            if others:
+                rec["redis_cpu_pct"] = end.cpu_pct(start, others[0])
+    rec["server_rss_mib_end"] = round(end.rss_kib / 1024, 1)
     rec["delivered_pct"] = (
         round(100 * rec["delivered"] / rec["expected"], 2) if rec["expected"] else 0
     )
+    # A chunked body has one chunk per write of the server.
+    chunks = rec.get("chunks")
+    rec["events_per_write"] = round(rec["delivered"] / chunks, 2) if chunks else None
     return rec
 
 
 def measure_idle(sc: Scenario, peer: Peer, log: Path) -> dict[str, Any]:
-    with running_server(peer, 128, sc.keep_alive, log) as (server, port):
+    with running_server(peer, 128, sc.keep_alive, log) as server:
         time.sleep(0.5)
-        base = proc_rss_kib(server.pid)
-        args = ["--port", str(port), "--stages", sc.stages]
+        base = sum(proc_rss_kib(pid) for pid in server.pids)
+        args = ["--port", str(server.port), "--stages", sc.stages]
         records, _ = run_loadgen(args, server, 400)
     stages = []
     for rec in records:
-        _, _, rss = rec.pop("_sample")
+        rss = rec.pop("_sample").rss_kib
         alive = rec["alive"]
         rec["rss_mib"] = round(rss / 1024, 1)
         rec["rss_kib_per_conn"] = round((rss - base) / alive, 2) if alive else None
@@ -570,12 +852,14 @@ def measure_inproc(sc: Scenario) -> dict[str, Any]:
     return json.loads(stdout)
 
 
-def run_one(sc: Scenario, peer: Peer, log: Path) -> tuple[dict[str, Any], str, float]:
+def run_one(
+    sc: Scenario, peer: Peer, log: Path, redis: RedisServer | None = None
+) -> tuple[dict[str, Any], str, float]:
     """One run of a scenario against a fresh server: record, summary line, time."""
     t0 = time.monotonic()
     try:
         if sc.kind == "stream":
-            rec = measure_stream(sc, peer, log)
+            rec = measure_stream(sc, peer, log, redis)
             lat = rec["latency_ms"] or {}
             late = rec["lateness_ms"] or {}
             p99 = (
@@ -590,6 +874,17 @@ def run_one(sc: Scenario, peer: Peer, log: Path) -> tuple[dict[str, Any], str, f
                 f"  client CPU {rec['client_cpu_pct']:.0f} %"
                 f"  server CPU {rec.get('server_cpu_pct', 0):.0f} %"
             )
+            if peer.workers:
+                line += (
+                    f"\n    every event once, in order: {rec['exact']:,} of "
+                    f"{rec['connected']:,} subscribers; events per write "
+                    f"{rec['events_per_write']}; per process: connections "
+                    f"{rec.get('worker_conns')}, CPU % {rec.get('worker_cpu_pct')}"
+                    f" on CPUs {rec.get('worker_cpus')}, publisher in process "
+                    f"{rec.get('publisher_worker')}"
+                )
+                if "redis_cpu_pct" in rec:
+                    line += f"; redis-server CPU {rec['redis_cpu_pct']:.0f} %"
         else:
             rec = measure_idle(sc, peer, log)
             line = "  ".join(
@@ -635,7 +930,33 @@ def summarise_stream(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "client_cpu_pct": pick("client_cpu_pct"),
         "server_cpu_pct": pick("server_cpu_pct"),
         "span_s": pick("span_s"),
+        "events_per_write": pick("events_per_write"),
         "runs": len(runs),
+    } | summarise_workers(runs)
+
+
+def summarise_workers(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-process figures of a workers peer (medians per process)."""
+    if not any("worker_cpu_pct" in r for r in runs):
+        return {}
+
+    def each(key: str) -> list[float | None] | None:
+        lists = [r[key] for r in runs if r.get(key) is not None]
+        if not lists:
+            return None
+        return [med([x[i] for x in lists if len(x) > i]) for i in range(len(lists[0]))]
+
+    return {
+        "connected": med([r.get("connected") for r in runs]),
+        "exact": med([r.get("exact") for r in runs]),
+        "exact_runs": sum(
+            1 for r in runs if r.get("exact") == r.get("connected") and r.get("exact")
+        ),
+        "worker_conns": each("worker_conns"),
+        "worker_cpu_pct": each("worker_cpu_pct"),
+        "worker_cpus": runs[0].get("worker_cpus"),
+        "publisher_worker": [r.get("publisher_worker") for r in runs],
+        "redis_cpu_pct": med([r.get("redis_cpu_pct") for r in runs]),
     }
 
 
@@ -689,7 +1010,9 @@ def tables(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
             continue
         data = summary[name]
         lines.append(f"\n### {name}: {sc.about}\n")
-        if sc.kind == "stream":
+        if sc.group == "redis":
+            lines += workers_table(sc, data)
+        elif sc.kind == "stream":
             base = data.get(BASELINE, {}).get("events_per_s")
             late = "p99 lateness ms" if sc.rate else "p99 latency ms"
             lines.append(
@@ -737,6 +1060,60 @@ def tables(summary: dict[str, Any], scenarios: dict[str, Scenario]) -> str:
             for loop, ns in costs.items():
                 lines.append(f"| {loop} | {ns:.0f} | {ratio(ns, base)} |")
     return "\n".join(lines) + "\n"
+
+
+def workers_table(sc: Scenario, data: dict[str, Any]) -> list[str]:
+    """The across-cores table: one row per setup, then the ratios."""
+    base = data.get(REDIS_BASE, {}).get("events_per_s")
+    late = "p99 lateness ms" if sc.rate else "p99 latency ms"
+    lines = [
+        f"| setup | events/s | ÷ {REDIS_BASE} | events/s per connection | "
+        f"every event once, in order | p50 latency ms | {late} | "
+        "events per write | connections per process | CPU per process | "
+        "redis-server CPU | client CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for peer, s in data.items():
+        p99 = s["lateness_p99_ms"] if sc.rate else s["latency_p99_ms"]
+        per = s["events_per_s"] / sc.conns if s["events_per_s"] else None
+        conns = s.get("worker_conns") or []
+        cpus = []
+        publishers = set(s.get("publisher_worker") or [])
+        for i, pct in enumerate(s.get("worker_cpu_pct") or []):
+            cpu = (s.get("worker_cpus") or [])[i] if s.get("worker_cpus") else "?"
+            mark = ", publisher" if publishers == {i} and len(conns) > 1 else ""
+            cpus.append(f"{fmt(pct, '.0f')} % (CPU {cpu}{mark})")
+        redis_cpu = s.get("redis_cpu_pct")
+        lines.append(
+            f"| {peer} | {fmt(s['events_per_s'])} | {ratio(s['events_per_s'], base)} | "
+            f"{fmt(per, ',.1f')} | {fmt(s.get('exact'))} of "
+            f"{fmt(s.get('connected'))} | {fmt(s['latency_p50_ms'], ',.1f')} | "
+            f"{fmt(p99, ',.1f')} | {fmt(s.get('events_per_write'), '.2f')} | "
+            f"{' + '.join(fmt(c) for c in conns) or '–'} | "
+            f"{' + '.join(cpus) or '–'} | "
+            f"{'–' if redis_cpu is None else fmt(redis_cpu, '.0f') + ' %'} | "
+            f"{fmt(s['client_cpu_pct'], '.0f')} % |"
+        )
+    lines.append("")
+    lines.append(workers_ratios(data))
+    return lines
+
+
+def workers_ratios(data: dict[str, Any]) -> str:
+    """2 processes ÷ 1 process, and each Redis setup ÷ the memory backend."""
+
+    def rate(peer: str) -> float | None:
+        return data.get(peer, {}).get("events_per_s")
+
+    parts = []
+    for a, b in (
+        ("redis-2proc", "redis-1proc"),
+        ("redis-1proc", "memory-1proc"),
+        ("redis-2proc", "memory-1proc"),
+    ):
+        if rate(a) and rate(b):
+            parts.append(f"{a} ÷ {b}: {ratio(rate(a), rate(b))}")
+    return "Events/s delivered, " + "; ".join(parts) + "." if parts else ""
 
 
 # What trio_sse aims for in the real-publisher scenarios, as ratios and
@@ -898,6 +1275,7 @@ def versions() -> dict[str, str]:
         "httptools",
         "aiohttp",
         "aiohttp-sse",
+        "coredis",
     ):
         with contextlib.suppress(PackageNotFoundError):
             out[dist] = version(dist)
@@ -1002,8 +1380,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def update_doc(block: str) -> None:
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+def update_doc(block: str, name: str = "results") -> None:
+    """Replace the doc's block between ``<!-- NAME:start -->`` and its end."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if not DOC.exists():
         return
     text = DOC.read_text()
@@ -1012,6 +1391,47 @@ def update_doc(block: str) -> None:
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     DOC.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+
+
+def run_round(
+    r: int,
+    runs: int,
+    scenarios: dict[str, Scenario],
+    peers: dict[str, Peer],
+    only: set[str] | None,
+    quick: bool,
+    log: Path,
+    raw: dict[str, dict[str, list[Any]]],
+    redis: RedisServer | None,
+) -> None:
+    """Round ``r`` of every scenario and peer; records go into ``raw``."""
+    for name, sc in scenarios.items():
+        todo = [p for p in scenario_peers(sc, peers, quick) if not only or p in only]
+        if sc.kind == "inproc":
+            rec = measure_inproc(sc)
+            raw.setdefault(name, {}).setdefault("inproc", []).append(rec)
+            costs = ", ".join(
+                f"{k.split()[0]} {v:.0f}" for k, v in rec["ns_per_subscriber"].items()
+            )
+            print(f"[{name} run {r + 1}/{runs}] ns/subscriber: {costs}", flush=True)
+            continue
+        if sc.kind == "idle":
+            # Idle servers barely use a CPU: they are measured side by
+            # side (each with its own load client), which keeps the
+            # mandated 2 x 20 s holds from dominating the run time.
+            with concurrent.futures.ThreadPoolExecutor(len(todo) or 1) as pool:
+                futures = {
+                    pname: pool.submit(run_one, sc, peers[pname], log) for pname in todo
+                }
+                results = [(pname, f.result()) for pname, f in futures.items()]
+        else:  # one after the other, each reported when done
+            results = ((p, run_one(sc, peers[p], log, redis)) for p in todo)
+        for pname, (rec, line, took) in results:
+            raw.setdefault(name, {}).setdefault(pname, []).append(rec)
+            print(
+                f"[{name} run {r + 1}/{runs}] {pname:<30} {line} ({took:.0f} s)",
+                flush=True,
+            )
 
 
 # -- main ----------------------------------------------------------------------
@@ -1059,6 +1479,10 @@ def main() -> None:
         "--report", metavar="JSON", help="only redo table, plot and doc from a result"
     )
     opts = parser.parse_args()
+    # SIGTERM (and SIGINT, which a shell ignores in background jobs) stop the
+    # run through KeyboardInterrupt, so that it stops what it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if opts.report:
         ensure_env(False)
@@ -1089,7 +1513,11 @@ def main() -> None:
     else:
         scenarios = {k: v for k, v in scenarios.items() if v.headline}
     only = set(opts.peers.split(",")) if opts.peers else None
-    origins = {p: trio_sse_origin(peers[p]) for p in peers if is_trio_sse(p)}
+    origins = {
+        p: trio_sse_origin(peers[p])
+        for p in peers
+        if is_trio_sse(p) or peers[p].workers
+    }
     for pname, origin in origins.items():
         print(f"{pname}: trio_sse from {origin}", flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc)
@@ -1097,42 +1525,19 @@ def main() -> None:
     raw: dict[str, dict[str, list[Any]]] = {}
     t_start = time.monotonic()
     load_start = os.getloadavg()
+    services = contextlib.ExitStack()
+    redis = None
+    if any(sc.group == "redis" for sc in scenarios.values()):
+        redis = services.enter_context(redis_server(log))
+        print(
+            f"redis-server {redis.version} on port {redis.port}, CPU {REDIS_CPU}",
+            flush=True,
+        )
 
     # Rounds outermost, so that drift on the host spreads over every peer.
-    for r in range(runs):
-        for name, sc in scenarios.items():
-            todo = [
-                p
-                for p in scenario_peers(sc, peers, opts.quick)
-                if not only or p in only
-            ]
-            if sc.kind == "inproc":
-                rec = measure_inproc(sc)
-                raw.setdefault(name, {}).setdefault("inproc", []).append(rec)
-                costs = ", ".join(
-                    f"{k.split()[0]} {v:.0f}"
-                    for k, v in rec["ns_per_subscriber"].items()
-                )
-                print(f"[{name} run {r + 1}/{runs}] ns/subscriber: {costs}", flush=True)
-                continue
-            if sc.kind == "idle":
-                # Idle servers barely use a CPU: they are measured side by
-                # side (each with its own load client), which keeps the
-                # mandated 2 x 20 s holds from dominating the run time.
-                with concurrent.futures.ThreadPoolExecutor(len(todo) or 1) as pool:
-                    futures = {
-                        pname: pool.submit(run_one, sc, peers[pname], log)
-                        for pname in todo
-                    }
-                    results = {pname: f.result() for pname, f in futures.items()}
-            else:
-                results = {pname: run_one(sc, peers[pname], log) for pname in todo}
-            for pname, (rec, line, took) in results.items():
-                raw.setdefault(name, {}).setdefault(pname, []).append(rec)
-                print(
-                    f"[{name} run {r + 1}/{runs}] {pname:<30} {line} ({took:.0f} s)",
-                    flush=True,
-                )
+    with services:
+        for r in range(runs):
+            run_round(r, runs, scenarios, peers, only, opts.quick, log, raw, redis)
 
     summary: dict[str, Any] = {}
     for name, by_peer in raw.items():
@@ -1151,6 +1556,7 @@ def main() -> None:
     info = {
         "date": stamp.isoformat(timespec="seconds"),
         "machine": machine(),
+        "redis_server": redis.version if redis is not None else None,
         "versions": versions(),
         "revision": revision(),
         "trio_sse_from": origins,
@@ -1199,14 +1605,36 @@ def report(info: dict[str, Any], scenarios: dict[str, Scenario], write_doc: bool
         f"Linux {m['kernel']}, Python {m['python']}, Node {m['node'] or '–'}; "
         f"trio_sse at {info.get('revision', 'unknown')}.\n"
     )
-    text = header + tables(info["summary"], scenarios)
-    text += targets(info["summary"], scenarios)
+    summary = info["summary"]
+    redis = {k: v for k, v in scenarios.items() if v.group == "redis"}
+    others = {k: v for k, v in scenarios.items() if k not in redis}
+    main_text = tables(summary, others) + targets(summary, others)
+    redis_head = ""
+    if any(k in summary for k in redis):
+        load = info["loadavg_start_end"]
+        v = info["versions"]
+        redis_head = (
+            f"\nredis-server {info.get('redis_server', '?')}, coredis "
+            f"{v.get('coredis', '?')}, hypercorn {v.get('hypercorn', '?')}; "
+            f"load average (1 min) {load[0][0]:.1f} at the start, "
+            f"{load[1][0]:.1f} at the end; niceness {info.get('nice')}.\n"
+        )
+    redis_text = redis_head + tables(summary, redis)
+    text = header + main_text + redis_text
     (RESULTS / "latest.md").write_text(text)
     print("\n" + text)
     if write_doc:
-        plot(info["summary"], PLOT)
-        update_doc(text)
-        print(f"plot: {PLOT.relative_to(REPO)}")
+        # A block is rewritten only by a run that measured its scenarios.
+        if any(k in summary for k in others):
+            plot(summary, PLOT)
+            update_doc(header + main_text)
+            print(f"plot: {PLOT.relative_to(REPO)}")
+        # Each across-cores scenario has its own block, rewritten by a run
+        # that measured it: on a shared host they may come from two runs.
+        for name, sc in redis.items():
+            if name in summary:
+                block = header + redis_head + tables(summary, {name: sc})
+                update_doc(block, name)
 
 
 if __name__ == "__main__":

@@ -53,10 +53,15 @@ def parse_args(description: str) -> argparse.Namespace:
     )
     args = parser.parse_args()
     raise_nofile()
-    threshold = os.environ.get("SSE_BENCH_GC_THRESHOLD")
-    if threshold:  # run.py --gc-threshold: the same setting for every server
-        gc.set_threshold(*(int(x) for x in threshold.split(",")))
+    apply_gc_threshold()
     return args
+
+
+def apply_gc_threshold() -> None:
+    """run.py --gc-threshold: the same setting for every Python server."""
+    threshold = os.environ.get("SSE_BENCH_GC_THRESHOLD")
+    if threshold:
+        gc.set_threshold(*(int(x) for x in threshold.split(",")))
 
 
 def raise_nofile() -> None:
