@@ -627,7 +627,7 @@ async def serve(
         a response, so streams are not affected. ``None`` turns it off.
     :param gc_freeze: ``True``: once the application has started
         (lifespan startup done, socket listening), collect garbage and then
-        call :func:`gc.freeze`, so what exists then (modules, the
+        call ``gc.freeze()``, so what exists then (modules, the
         application) is never scanned by the garbage collector again.
         ``"always"``: that, and after every full collection while serving,
         freeze what survived it, so that a full collection walks only the
@@ -701,7 +701,7 @@ def _freeze_startup_objects() -> None:
 
 
 def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
-    """A :data:`gc.callbacks` entry: freeze what a full collection left."""
+    """A ``gc.callbacks`` entry: freeze what a full collection left."""
     if phase == "stop" and info["generation"] == 2:
         gc.freeze()
 
