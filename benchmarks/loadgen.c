@@ -18,6 +18,7 @@
  *
  * Lines starting with '#' on stdout are progress markers for the driver:
  *   "#publish" right before the publish request is written,
+ *   "#connected <k>" when the connections of idle stage k are open,
  *   "#stage <k>" at the end of an idle stage (the driver samples the server).
  */
 #define _GNU_SOURCE
@@ -77,6 +78,7 @@ static long long expect_events = 0;
 static double timeout_s = 60.0;
 static double stall_s = 10.0;
 static int concurrency = 64;
+static double connect_timeout_s = 120.0;
 static char request[1024];
 static int request_len;
 
@@ -448,7 +450,7 @@ static int all_delivered(void) {
 
 static void open_conns(int target) {
     target_conns = target;
-    pump(now_ns() + (int64_t)120e9, connecting_done);
+    pump(now_ns() + (int64_t)(connect_timeout_s * 1e9), connecting_done);
 }
 
 static void send_publish(void) {
@@ -485,6 +487,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--timeout")) timeout_s = atof(v), i++;
         else if (!strcmp(a, "--stall")) stall_s = atof(v), i++;
         else if (!strcmp(a, "--concurrency")) concurrency = atoi(v), i++;
+        else if (!strcmp(a, "--connect-timeout")) connect_timeout_s = atof(v), i++;
         else if (!strcmp(a, "--stages")) stages = v, i++;
         else {
             fprintf(stderr, "unknown argument %s\n", a);
@@ -523,6 +526,8 @@ int main(int argc, char **argv) {
             int64_t t0 = now_ns();
             open_conns(n);
             double connect_s = (now_ns() - t0) / 1e9;
+            printf("#connected %d\n", k);
+            fflush(stdout);
             for (int i = 0; i < target_conns; i++) conns[i].comments_mark = conns[i].comments;
             pump(now_ns() + (int64_t)(hold * 1e9), NULL);
             int alive = 0, with_ka = 0;

@@ -834,7 +834,7 @@ def _freeze_startup_objects() -> None:
 
 
 def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
-    """A :data:`gc.callbacks` entry: freeze what a full collection left."""
+    """A ``gc.callbacks`` entry: freeze what a full collection left."""
     if phase == "stop" and info["generation"] == 2:
         gc.freeze()
 
