@@ -5,12 +5,12 @@ Starts a real server process (``trio_sse.run``, the ``bc.subscribe_response``
 route, a tick event every ``--tick`` seconds) with ``RLIMIT_NOFILE`` lowered
 to ``--fd-limit`` and ``SseConfig(max_streams=--max-streams)``, opens a few
 watcher streams, then floods it from ``--clients`` attacker processes, each
-opening ``--connections`` raw TCP connections at once (from its own loopback
-address) that send a stream request, plus ``--silent`` that connect and send
-nothing. The attackers hold every connection until all of them are settled
-(answered, closed by the server, or not answered within
-``--answer-timeout``), then close them all. Meanwhile and afterwards it
-measures::
+opening ``--connections`` raw TCP connections (from its own loopback
+address; all at once, or ``--rate`` a second) that send a stream request,
+after ``--silent`` that connect and send nothing. The attackers hold every
+connection until all of them are settled (answered, closed by the server,
+or not answered within ``--answer-timeout``), then close them all.
+Meanwhile and afterwards it measures::
 
     connections attempted / connected / admitted / refused (200 + retry:) /
         not answered, and the time each waited for its answer
@@ -22,10 +22,13 @@ measures::
 The incident it reproduces, at full scale (needs ``ulimit -n`` of 20,000)::
 
     python benchmarks/flood.py --clients 2 --connections 11000 \\
-        --fd-limit 20000 --max-streams 15000
+        --fd-limit 20000 --max-streams 15000 --tick 30 --rate 80 \\
+        --answer-timeout 120
 
-``--max-streams 0`` runs without a cap; ``--json`` prints the figures as
-JSON (``tests/test_flood.py`` runs a small flood this way). Linux only.
+``--max-streams 0`` runs without a cap; ``--tree DIR`` serves with the
+trio_sse of another checkout (before and after); ``--json`` prints the
+figures as JSON (``tests/test_flood.py`` runs a small flood this way).
+Linux only.
 """
 
 from __future__ import annotations
