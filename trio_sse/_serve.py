@@ -734,7 +734,7 @@ def run(
     graceful_timeout: float | None = None,
     backlog: int = 2048,
     body_timeout: float | None = 60.0,
-    gc_freeze: bool = True,
+    gc_freeze: bool | Literal["always"] = True,
 ) -> None:
     """Serve *app* until SIGTERM or SIGINT, then shut down gracefully and return.
 
