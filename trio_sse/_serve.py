@@ -868,7 +868,7 @@ def run(
     backlog: int = 2048,
     body_timeout: float | None = 60.0,
     metrics: StreamCounters | None = None,
-    gc_freeze: bool = True,
+    gc_freeze: bool | Literal["always"] = True,
 ) -> None:
     """Serve *app* until SIGTERM or SIGINT, then shut down gracefully and return.
 
