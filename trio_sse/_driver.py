@@ -627,14 +627,17 @@ class StreamDriver:
                         self._wait_scope = None
                         await self._final_write(pending, len(pending) - extra)
                         return
+                    if paced and (
+                        size < self._limit if pending else self._source_end is None
+                    ):
+                        due = wrote + delay
+                        if trio.current_time() < due:
+                            # Behind: wake once, at the end of this
+                            # write_delay, rather than on each event, and
+                            # write what came meanwhile in one write.
+                            await sleep_until(due)
+                            continue
                     if pending:
-                        if paced and size < self._limit:
-                            due = wrote + delay
-                            if trio.current_time() < due:
-                                # Behind: let the events of the rest of this
-                                # write_delay join these in one write.
-                                await sleep_until(due)
-                                continue
                         body = pending[0] if len(pending) == 1 else b"".join(pending)
                         events = len(pending) - extra
                         pending.clear()
@@ -658,13 +661,6 @@ class StreamDriver:
                     if self._source_end is not None:
                         self.fire(Trigger.SOURCE_ENDED, self._source_end)
                         return
-                    if paced and receive_nowait is not None:
-                        due = wrote + delay
-                        if trio.current_time() < due:
-                            # Behind and nothing yet: wake once at the end
-                            # of this write_delay rather than on each event.
-                            await sleep_until(due)
-                            continue
                     waited = trio.current_time()
                     size = await self._receive(source, pending, encode)
                     if paced and trio.current_time() - waited >= delay:
