@@ -553,6 +553,95 @@ async def test_a_stream_that_is_behind_gathers_events_into_one_write(
         tx.close()
 
 
+class InstantWriteTransport(FakeTransport):
+    """Writes as serve()'s body writer does when the kernel takes the bytes
+    at once: no checkpoint, and says so."""
+
+    async def write(self, data: bytes) -> bool:
+        self.writes.append(data)
+        self.times.append(trio.current_time())
+        return False
+
+    times: list[float]
+
+
+async def test_writes_that_are_no_checkpoint_still_let_the_others_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The driver checkpoints after each write itself: a source that is
+    always ready cannot starve the other tasks."""
+    tx, rx = trio.open_memory_channel[Any](300)
+    for i in range(200):
+        tx.send_nowait(f"e{i}")
+    tx.close()
+    transport = InstantWriteTransport()
+    transport.times = []
+    # One event per write, no pacing: 201 writes back to back.
+    driver = StreamDriver(transport, rx, SseConfig(coalesce_bytes=1, write_delay=0))
+    turns = 0
+    done = trio.Event()
+
+    async def other_task() -> None:
+        nonlocal turns
+        while not done.is_set():
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        await driver.run()
+        done.set()
+    assert [e.data for e in transport.events()] == [f"e{i}" for i in range(200)]
+    assert len(transport.writes) == 201
+    assert turns >= 200
+
+
+async def test_a_stream_behind_gathers_events_when_writes_are_no_checkpoint(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tx, rx = trio.open_memory_channel[Any](100)
+    transport = InstantWriteTransport()
+    transport.times = []
+    driver = StreamDriver(transport, rx, SseConfig(write_delay=0.5))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        # One event per pass of the scheduler, as on a server where every
+        # stream writes between two events of the publisher.
+        for i in range(30):
+            tx.send_nowait(f"e{i}")
+            await trio.lowlevel.checkpoint()
+        await trio.sleep(1)
+        assert [e.data for e in transport.events()] == [f"e{i}" for i in range(30)]
+        writes = [w.count(b"data:") for w in transport.writes if b"data:" in w]
+        # Behind once events were waiting after two writes in a row (which
+        # depends on the order the scheduler runs the two tasks in), then
+        # one write for the rest.
+        assert len(writes) <= 10 and writes[-1] >= 15
+        assert transport.times[-1] - start == pytest.approx(0.5)
+        tx.close()
+
+
+async def test_a_backlog_of_full_writes_goes_out_without_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A stream behind by more than coalesce_bytes writes full writes back to
+    back: write_delay only gathers what one write would not fill."""
+    tx, rx = trio.open_memory_channel[Any](200)
+    for i in range(100):
+        tx.send_nowait(f"{i} " + "x" * 1000)
+    tx.close()
+    transport = InstantWriteTransport()
+    transport.times = []
+    config = SseConfig(coalesce_bytes=10_000, write_delay=0.5)
+    start = trio.current_time()
+    await StreamDriver(transport, rx, config).run()
+    assert len(transport.events()) == 100
+    assert len(transport.writes) >= 10
+    assert transport.times == [start] * len(transport.writes)
+
+
 class TimedWriteTransport(FakeTransport):
     """Each write takes ``took`` seconds: a client slower than the events."""
 

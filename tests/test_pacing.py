@@ -102,7 +102,9 @@ async def test_a_cancelled_parked_task_leaves_the_others_be(
     scopes = [trio.CancelScope() for _ in range(4)]
     async with trio.open_nursery() as nursery:
         for scope in scopes:
+            # One at a time: the first keeps the timer, the others park.
             nursery.start_soon(sleeper, scope)
+            await trio.sleep(0.001)
         await trio.sleep(0.02)
         scopes[2].cancel()
     assert woke == [pytest.approx(at)] * 3

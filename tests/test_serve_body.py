@@ -116,9 +116,9 @@ def counted_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     write = _ChunkedBody.write
 
-    async def counting(self: _ChunkedBody, data: bytes) -> None:
+    async def counting(self: _ChunkedBody, data: bytes) -> bool:
         sizes.append(len(data))
-        await write(self, data)
+        return await write(self, data)
 
     monkeypatch.setattr(_ChunkedBody, "write", counting)
     return sizes
@@ -147,6 +147,45 @@ async def test_a_stream_body_is_chunked_by_serve_and_parses(
     assert app.scopes[0][PACER_SCOPE_KEY] is app.scopes[1][PACER_SCOPE_KEY]
     # Every byte of the body went through serve()'s body writer.
     assert counted_writes and sum(counted_writes) == len(body)
+
+
+async def test_what_the_kernel_does_not_take_at_once_follows_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that does not read fills the socket: the body writer hands
+    the kernel what it takes without waiting, then sends the rest under the
+    connection's send lock; the body still parses, every byte in order."""
+    sends: list[tuple[int, int]] = []  # (taken at once, frame size)
+    full = trio.Event()
+    send_now = _ChunkedBody._send_now
+
+    def recording(sock: Any, frame: bytes) -> int:
+        sent = send_now(sock, frame)
+        sends.append((sent, len(frame)))
+        if sent < len(frame):
+            full.set()
+        return sent
+
+    monkeypatch.setattr(_ChunkedBody, "_send_now", staticmethod(recording))
+    n, size = 200, 50_000  # 10 MB: more than the socket buffers hold
+    async with serve_app(App()) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                f"GET /events?n={n}&size={size} HTTP/1.1\r\nhost: x\r\n"
+                "connection: close\r\n\r\n".encode()
+            )
+            with trio.fail_after(20):
+                await full.wait()  # not read yet: the kernel took part of one
+                data = bytearray()
+                while chunk := await stream.receive_some():
+                    data += chunk
+    ((head, body),) = responses(bytes(data), [b"GET"])
+    assert head.status_code == 200
+    assert parse_events(body) == expected_events(n, size)
+    assert any(sent == whole for sent, whole in sends)
+    assert any(sent < whole for sent, whole in sends)
 
 
 async def test_http_1_0_and_head_get_no_body_writer(
@@ -202,7 +241,7 @@ def test_the_body_writer_is_used_only_for_a_status_with_a_body(
         def usable(self) -> bool:
             return True
 
-        async def write(self, data: bytes) -> None:
+        async def write(self, data: bytes) -> bool:
             raise AssertionError
 
     start = {"type": "http.response.start", "status": status, "headers": []}

@@ -63,9 +63,13 @@ class BodyWriter(Protocol):
         """Whether a write now would be part of the response body."""
         ...
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> bool:
         """Write *data*; raise :exc:`trio.BrokenResourceError` (or another
-        :exc:`OSError`-like error) if the client is gone."""
+        :exc:`OSError`-like error) if the client is gone.
+
+        Returns whether the write was a checkpoint: one that the kernel
+        takes at once need not be (the caller then checkpoints itself).
+        """
         ...
 
 

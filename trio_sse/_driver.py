@@ -228,11 +228,13 @@ class Transport(Protocol):
     async def open(self) -> None:
         """Start the response (headers, or the WebSocket accept)."""
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> bool | None:
         """Write complete event blocks (or comment lines).
 
         Raises :exc:`OSError`, :exc:`trio.BrokenResourceError` or
-        :exc:`trio.ClosedResourceError` when the client has gone.
+        :exc:`trio.ClosedResourceError` when the client has gone. Returns
+        ``False`` if the write was not a checkpoint (the driver then
+        checkpoints after it); ``True`` or ``None`` if it was.
         """
 
     async def receive(self) -> str | None:
@@ -321,6 +323,7 @@ class StreamDriver:
         "_stop_end",
         "_transport",
         "_wait_scope",
+        "_write_checkpointed",
         "end",
         "last_write",
         "state",
@@ -363,6 +366,8 @@ class StreamDriver:
         self._logged_item = False
         self._nursery_scope: trio.CancelScope | None = None
         self._wait_scope: trio.CancelScope | None = None
+        # Whether the last write was a checkpoint (see Transport.write).
+        self._write_checkpointed = True
         # Made when a pump is started (most streams read their channel
         # directly and never need one).
         self._pump_scope: trio.CancelScope | None = None
@@ -613,14 +618,22 @@ class StreamDriver:
         extra = 0 if first else 1
         receive_nowait = getattr(source, "receive_nowait", None)
         batch = getattr(source, "receive_batch_nowait", None)
+        # Whether the source was just read, with no checkpoint since (so
+        # nothing new can be in it).
+        collected = False
         while True:
             with trio.CancelScope() as wait_scope:
                 self._wait_scope = wait_scope
                 while True:
-                    if self._source_end is None and receive_nowait is not None:
+                    if (
+                        not collected
+                        and self._source_end is None
+                        and receive_nowait is not None
+                    ):
                         size = self._collect(
                             batch, receive_nowait, pending, size, encode
                         )
+                    collected = False
                     if wait_scope.cancel_called:
                         break  # never write inside a cancelled scope
                     if self.state is State.STOPPING:
@@ -645,6 +658,16 @@ class StreamDriver:
                         if not await self._write(body, events):
                             return
                         wrote = trio.current_time()
+                        if paced and len(body) < self._limit:
+                            # It took all the source held: sleep until the
+                            # next write is due.
+                            await sleep_until(wrote + delay)
+                            continue
+                        if not self._write_checkpointed:
+                            # The kernel took the write at once (see
+                            # trio_sse.serve): let the others run, which
+                            # shows whether events came meanwhile.
+                            await trio.lowlevel.checkpoint()
                         if (
                             delay
                             and receive_nowait is not None
@@ -653,6 +676,7 @@ class StreamDriver:
                             size = self._collect(
                                 batch, receive_nowait, pending, size, encode
                             )
+                            collected = True
                             # Events came during this write and the one
                             # before: the stream is behind.
                             behind = behind + 1 if pending else 0
@@ -706,13 +730,14 @@ class StreamDriver:
         now = trio.current_time()
         self.write_started = now
         try:
-            await self._transport.write(body)
+            checkpointed = await self._transport.write(body)
         except _GONE as exc:
             logger.debug("SSE client gone: %r", exc)
             self.fire(Trigger.DISCONNECT)
             return False
         finally:
             self.write_started = None
+        self._write_checkpointed = checkpointed is not False
         self.last_write = trio.current_time()
         return self.fire(Trigger.WROTE, self._stop_end) is not State.CLOSED
 

@@ -65,14 +65,14 @@ class _HttpTransport:
     async def open(self) -> None:
         await self._send(self._start)  # type: ignore[arg-type]
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> bool:
         body = self._body
         if body is not None and body.usable():
-            await body.write(data)
-            return
+            return await body.write(data)
         await self._send(
             {"type": "http.response.body", "body": data, "more_body": True}
         )
+        return True
 
     async def receive(self) -> str | None:
         # Only http.disconnect ends an http response's messages; a request

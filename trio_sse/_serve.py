@@ -162,28 +162,45 @@ class _ChunkedBody:
     A stream's body is most of what an SSE server writes, one small chunk
     after another. Through ASGI each chunk passes Hypercorn's stream and
     protocol objects and h11's state machine before the socket; here it is
-    framed as one chunk (``<hex length>\r\n<data>\r\n``) and sent under
-    the connection's send lock, shielded, as Hypercorn's own send does. h11
-    frames the head and the end of the body as usual: a chunked body is
-    just these bytes between them, and h11 does not count them.
+    framed as one chunk (``<hex length>\r\n<data>\r\n``) and handed to
+    the kernel at once when nobody else is sending on the connection: the
+    socket is non-blocking, and a small chunk almost always fits in its
+    send buffer. What does not fit is sent under the connection's send
+    lock, shielded, as Hypercorn's own send does. h11 frames the head and
+    the end of the body as usual: a chunked body is just these bytes
+    between them, and h11 does not count them.
 
-    Used only while h11 is sending the body of a response it frames as
-    chunked (see :meth:`usable`); :class:`~trio_sse.SseResponse` falls back
-    to the ASGI ``send`` otherwise.
+    A write that the kernel takes whole is not a checkpoint, and says so
+    (the stream driver then checkpoints after it). Used only while h11
+    is sending the body of a response it frames as chunked (see
+    :meth:`usable`); :class:`~trio_sse.SseResponse` falls back to the ASGI
+    ``send`` otherwise.
     """
 
-    __slots__ = ("_conn", "_h11")
+    __slots__ = ("_conn", "_h11", "_socket")
 
     def __init__(self, conn: _Connection, h11_connection: h11.Connection) -> None:
         self._conn = conn
         self._h11 = h11_connection
+        stream: object = conn.stream  # Hypercorn types it as its TLS stream
+        # The plain TCP socket, written with os.write() (a TLS stream, or a
+        # platform without os.write() on sockets, takes the locked path).
+        self._socket = (
+            stream.socket
+            if isinstance(stream, trio.SocketStream) and os.name == "posix"
+            else None
+        )
 
     def usable(self) -> bool:
         """Whether h11 is in the middle of sending this response's body."""
         return self._h11.our_state is h11.SEND_BODY
 
-    async def write(self, data: bytes) -> None:
-        """Send *data* as one chunk; raise if the client is gone."""
+    async def write(self, data: bytes) -> bool:
+        """Send *data* as one chunk; raise if the client is gone.
+
+        Returns ``False`` when the kernel took it at once (no checkpoint),
+        ``True`` when the rest was sent under the lock (a checkpoint).
+        """
         frame = b"%x\r\n%b\r\n" % (len(data), data)
         conn = self._conn
         lock = conn.send_lock
@@ -192,13 +209,33 @@ class _ChunkedBody:
         except trio.WouldBlock:
             await lock.acquire()
         try:
+            sock = self._socket
+            sent = 0 if sock is None else self._send_now(sock, frame)
+            if sent == len(frame):
+                return False
             with trio.CancelScope(shield=True):
-                await conn.stream.send_all(frame)
+                await conn.stream.send_all(memoryview(frame)[sent:])
+            return True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await conn.protocol.handle(Closed())  # as Hypercorn's send does
             raise
         finally:
             lock.release()
+
+    @staticmethod
+    def _send_now(sock: trio.socket.SocketType, frame: bytes) -> int:
+        """Write what the socket takes without waiting; return how much."""
+        fd = sock.fileno()
+        if fd == -1 or sock.did_shutdown_SHUT_WR:
+            raise trio.ClosedResourceError("the connection is closed")
+        try:
+            return os.write(fd, frame)
+        except BlockingIOError:
+            return 0
+        except InterruptedError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
 
 
 def _chunked_body(scope: _Scope) -> _ChunkedBody | None:
