@@ -183,6 +183,8 @@ def trio_sse_peers(variants: list[str], trees: list[Path]) -> list[Peer]:
     notes = {
         "response": "Broadcaster + bc.response(stream), trio_sse.serve",
         "cast": "Broadcaster + bc.response(stream.cast_events(Event)), trio_sse.serve",
+        "gc-always": "the response variant, served with "
+        "trio_sse.serve(gc_freeze='always')",
     }
     out = []
     for tree in [REPO, *trees]:
@@ -191,7 +193,11 @@ def trio_sse_peers(variants: list[str], trees: list[Path]) -> list[Peer]:
             if variant not in notes:
                 raise SystemExit(f"unknown variant {variant!r}: {', '.join(notes)}")
             name = TRIO_SSE + ("" if variant == "response" else f"/{variant}") + label
-            argv = (py, str(HERE / "trio_sse_app.py"), "--variant", variant)
+            argv: tuple[str, ...] = (py, str(HERE / "trio_sse_app.py"))
+            if variant == "gc-always":
+                argv += ("--variant", "response", "--gc-freeze", "always")
+            else:
+                argv += ("--variant", variant)
             note = f"{notes[variant]} (Hypercorn trio worker), from {tree.name}"
             out.append(Peer(name, argv, note, tree=tree))
     return out
@@ -1452,7 +1458,8 @@ def main() -> None:
         "--variants",
         default="response",
         help="trio_sse responses to measure, comma-separated: response "
-        "(bc.response(stream)), cast (bc.response(stream.cast_events(Event)))",
+        "(bc.response(stream)), cast (bc.response(stream.cast_events(Event))), "
+        "gc-always (response, with serve(gc_freeze='always'))",
     )
     parser.add_argument(
         "--trio-sse-tree",

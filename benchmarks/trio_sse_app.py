@@ -17,10 +17,12 @@ trio_sse is imported from ``sys.path``: ``run.py`` puts the checkout it
 belongs to (or the one given with ``--trio-sse-tree``) first.
 
     python trio_sse_app.py --port 8000 --buffer 1024 [--variant cast]
+        [--gc-freeze always]
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any
@@ -33,6 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pee
 from _common import KEY, PublishSpec, Schedule, parse_args
 
 VARIANTS = ("response", "cast")
+GC_FREEZE: dict[str, Any] = {"off": False, "on": True, "always": "always"}
 
 
 def make_app(bc: trio_sse.Broadcaster[str, Any], variant: str) -> object:
@@ -107,7 +110,13 @@ async def main() -> None:
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            trio_sse.serve, make_app(bc, args.variant), args.host, args.port
+            functools.partial(
+                trio_sse.serve,
+                make_app(bc, args.variant),
+                args.host,
+                args.port,
+                gc_freeze=GC_FREEZE[args.gc_freeze],
+            )
         )
 
 

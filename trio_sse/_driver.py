@@ -657,7 +657,7 @@ class StreamDriver:
                         size = extra = 0
                         if not await self._write(body, events):
                             return
-                        wrote = trio.current_time()
+                        wrote = self.last_write
                         if paced and len(body) < self._limit:
                             # It took all the source held: sleep until the
                             # next write is due.

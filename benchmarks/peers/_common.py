@@ -47,6 +47,12 @@ def parse_args(description: str) -> argparse.Namespace:
         help="trio_sse only: SseConfig.write_timeout (0 disables; default: its own)",
     )
     parser.add_argument(
+        "--gc-freeze",
+        choices=("off", "on", "always"),
+        default="off",
+        help="trio_sse only: serve(gc_freeze=False, True or 'always')",
+    )
+    parser.add_argument(
         "--variant",
         default="response",
         help="trio_sse only: how the response is built (response, cast)",
